@@ -1,0 +1,3 @@
+"""Flax Linen modules for the three systems of lesson 12."""
+
+from jaxgan.models.darknet import Darknet, ResLayer, WideResNet, wrn_22
