@@ -2,3 +2,4 @@
 
 from jaxgan.models.darknet import Darknet, ResLayer, WideResNet, wrn_22
 from jaxgan.models.cyclegan import PatchDiscriminator, ResnetGenerator
+from jaxgan.models.dcgan import DCGANCritic, DCGANGenerator
