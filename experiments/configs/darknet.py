@@ -11,8 +11,12 @@ Variants:
                  at 512 (they used a static 512), wd 2e-4, use_clr_beta=(50, 15, 0.95, 0.85),
                  global batch 1024 (128 per GPU on 8 V100s). Their result: 94.03% in 2:54.
                  max_lr and epochs are not in REFERENCE: ours (1.3, 30) are a starting point.
-  fashion_mnist  A real run sized for a 2-core CPU: a narrow Darknet on Fashion-MNIST
-                 (Debian's dataset-fashion-mnist), fp32. Result and time: see README.
+  fashion_mnist  A real run sized for a 2-core CPU: Darknet([1, 1, 1], nf=8) on
+                 Fashion-MNIST (Debian's dataset-fashion-mnist), batch 128, lr 0.4, 8 epochs
+                 as one cycle, fp32. Measured on the project's 2-core CPU machine (no GPU),
+                 with two other training jobs sharing the cores: 90.45% test accuracy after
+                 8 epochs, 787 s of training, 13 min 49 s wall with start-up; ~630-870
+                 images/s. (6 epochs at batch 256 gave 89.0% in 512 s.)
   smoke          Tiny, for tests.
 
 Command:
@@ -72,8 +76,8 @@ def get_config(variant: str = "cifar10") -> ml_collections.ConfigDict:
     c.dataset = "fashion_mnist"
     c.model.num_blocks = (1, 1, 1)
     c.model.nf = 8
-    c.batch_size = 256
-    c.num_epochs = 6
+    c.batch_size = 128
+    c.num_epochs = 8
     c.max_lr = 0.4
     c.pad = 3
     c.precision = "fp32"
