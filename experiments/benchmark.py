@@ -76,7 +76,7 @@ def darknet_benchmark(variant, batch, precision):
     s, t = carry
     return clf.train_step(s, perm, t)
 
-  return step, (state, totals), config.batch_size, clf._train_step, compile_time, config
+  return step, (state, totals), config.batch_size, clf.compiled_train_step, compile_time, config
 
 
 BENCHMARKS = {"darknet": darknet_benchmark}
