@@ -1,6 +1,8 @@
 r"""Speed of full training steps on whatever devices exist.
 
   python -m experiments.benchmark darknet [--batch 512] [--precision bf16] [--steps 50]
+  python -m experiments.benchmark wgan [--variant lsun]
+  python -m experiments.benchmark cyclegan [--variant horse2zebra]
 
 Prints images/s, step time, compile time, peak device memory, and the FLOP/s that XLA's
 cost analysis implies, with the share of the device's peak where that peak is known.
@@ -79,7 +81,18 @@ def darknet_benchmark(variant, batch, precision):
   return step, (state, totals), config.batch_size, clf.compiled_train_step, compile_time, config
 
 
-BENCHMARKS = {"darknet": darknet_benchmark}
+def wgan_benchmark(variant, batch, precision):
+  from jaxgan.train import wgan  # one generator iteration: its critic steps + the G step
+  return wgan.benchmark_setup(variant, batch, precision)
+
+
+def cyclegan_benchmark(variant, batch, precision):
+  from jaxgan.train import cyclegan  # one iteration: both generators, both discriminators
+  return cyclegan.benchmark_setup(variant, batch, precision)
+
+
+BENCHMARKS = {"darknet": darknet_benchmark, "wgan": wgan_benchmark,
+              "cyclegan": cyclegan_benchmark}
 
 
 def run(name: str, variant=None, batch=None, precision=None, steps: int = 30) -> dict:

@@ -12,8 +12,10 @@ from jaxgan.train import common, darknet
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. "
-                                "experiments/configs/darknet.py:cifar10.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, config.json.")
+                                "experiments/configs/darknet.py:cifar10.", lock_config=True,
+                                allow_override=True)  # shared by every entry point
+flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, config.json.",
+                    allow_override=True)
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (resumes), or evaluate a checkpoint.")
 flags.DEFINE_bool("tta", False, "eval: average predictions with the horizontal flip.")
 flags.mark_flags_as_required(["workdir"])
