@@ -1,0 +1,60 @@
+r"""Draws images from a trained WGAN's latest checkpoint.
+
+  python -m experiments.sample --workdir runs/wgan_fmnist --num 64 --out grid.png \
+      [--folder samples/] [--seed 0]
+
+Writes an 8-per-row grid to --out and, with --folder, every image as its own PNG.
+The same --seed gives the same images.
+"""
+
+import math
+
+from absl import app, flags
+
+from jaxgan import images
+from jaxgan.train import common, wgan
+
+FLAGS = flags.FLAGS
+
+
+def define_once(define, name, *args, **kwargs):
+  """Defines a flag unless another entry point imported in this process (tests) did."""
+  if name not in FLAGS:
+    define(name, *args, **kwargs)
+
+
+define_once(flags.DEFINE_string, "workdir", None, "The training run's --workdir.")
+define_once(flags.DEFINE_integer, "num", 64, "How many images.")
+define_once(flags.DEFINE_string, "out", "samples.png", "Grid PNG to write.")
+define_once(flags.DEFINE_string, "folder", None,
+            "Also write each image as folder/sample_NNNN.png.")
+define_once(flags.DEFINE_integer, "seed", 0, "Seed of the noise.")
+define_once(flags.DEFINE_integer, "ncol", 0,
+            "Images per grid row (0: 8, or fewer for small --num).")
+
+
+def write_samples(workdir: str, num: int, out: str, folder: str | None = None,
+                  seed: int = 0, ncol: int = 0) -> list[str]:
+  """Samples, then writes the grid (and the single images); returns the paths written."""
+  fakes = wgan.sample(workdir, num, seed)
+  ncol = ncol or min(8, math.ceil(math.sqrt(num)))
+  paths = [images.save_png(out, images.make_grid(fakes, ncol=ncol))]
+  if folder:
+    paths += images.save_pngs(folder, fakes)
+  return paths
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.workdir is None:
+    raise app.UsageError("--workdir (a WGAN run's folder) is required.")
+  common.quiet_library_logs()
+  paths = write_samples(FLAGS.workdir, FLAGS.num, FLAGS.out, FLAGS.folder, FLAGS.seed,
+                        FLAGS.ncol)
+  print(f"wrote {FLAGS.out}" + (f" and {len(paths) - 1} images in {FLAGS.folder}"
+                                if FLAGS.folder else ""), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

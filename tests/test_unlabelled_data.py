@@ -1,0 +1,94 @@
+"""GAN image data: Fashion-MNIST padding, and LMDB/folder blocks streamed through grain."""
+
+import io
+
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import needs_fashion_mnist
+from jaxgan import parallel
+from jaxgan.data import classification, unlabelled
+
+
+def data_config(**overrides):
+  c = ml_collections.ConfigDict(dict(
+      source="folder", path="", fraction=1.0, channels=3, num_workers=0, prefetch=2,
+      data_dir="", cache_dir="", max_images=0))
+  c.update(overrides)
+  return c
+
+
+def _png_bytes(seed):
+  pixels = np.random.default_rng(seed).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+  buf = io.BytesIO()
+  Image.fromarray(pixels).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+@pytest.fixture
+def lsun_lmdb(tmp_path):
+  import lmdb
+  path = tmp_path / "bedroom_train_lmdb"
+  env = lmdb.open(str(path), map_size=1 << 24)
+  with env.begin(write=True) as txn:
+    for i in range(9):
+      txn.put(f"{i:04d}".encode(), _png_bytes(i))
+    txn.put(b"0004x", b"not an image")  # sorts among the good ones
+  env.close()
+  return str(path)
+
+
+def test_lsun_lmdb_blocks_skip_a_corrupt_entry_and_resume(lsun_lmdb, tmp_path):
+  mesh = parallel.make_mesh()
+  config = data_config(source="lsun", path=lsun_lmdb, cache_dir=str(tmp_path / "cache"))
+  data = unlabelled.make_image_data(config, 16, 4, seed=0, mesh=mesh)
+  assert (data.num_images, data.steps_per_epoch) == (10, 2)
+  blocks = list(data.blocks(0, [2, 3]))  # 5 batches of 4 = 20 reads = 2 passes over 10
+  assert [b.shape for b, _ in blocks] == [(2, 4, 16, 16, 3), (3, 4, 16, 16, 3)]
+  assert all(b.dtype == np.uint8 for b, _ in blocks)
+  assert sum(s for _, s in blocks) == data.skipped_total == 2  # the bad entry, once a pass
+  # A fresh pipeline started at batch 2 continues with the same images.
+  again = unlabelled.make_image_data(config, 16, 4, seed=0, mesh=mesh)
+  (block, _), = list(again.blocks(2, [3]))
+  np.testing.assert_array_equal(np.asarray(block), np.asarray(blocks[1][0]))
+
+
+def test_worker_processes_deliver_the_same_blocks(tmp_path):
+  root = tmp_path / "imgs"
+  (root / "sub").mkdir(parents=True)
+  for i in range(7):
+    (root / ("sub" if i % 2 else "") / f"{i}.png").write_bytes(_png_bytes(i))
+  mesh = parallel.make_mesh()
+  out = []
+  for workers in (0, 2):
+    data = unlabelled.make_image_data(data_config(path=str(root), num_workers=workers), 16, 4,
+                                      seed=1, mesh=mesh)
+    out.append([np.asarray(b) for b, _ in data.blocks(1, [2, 1])])
+  for a, b in zip(*out):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_missing_lmdb_and_bad_settings_name_the_flag(tmp_path):
+  mesh = parallel.make_mesh()
+  with pytest.raises(FileNotFoundError, match="--config.data.path"):
+    unlabelled.make_image_data(data_config(source="lsun", path=str(tmp_path / "no_lmdb")),
+                               16, 4, 0, mesh)
+  with pytest.raises(ValueError, match="--config.data.fraction"):
+    unlabelled.make_image_data(data_config(path=str(tmp_path), max_images=10), 16, 4, 0, mesh)
+  with pytest.raises(ValueError, match="--config.data.channels=1"):
+    unlabelled.make_image_data(data_config(source="fashion_mnist"), 32, 4, 0, mesh)
+
+
+@needs_fashion_mnist
+def test_fashion_mnist_is_padded_to_32_and_resized_for_other_sizes():
+  original = classification.load_fashion_mnist("train").images[:5]
+  padded = unlabelled.fashion_mnist_images(32, max_images=5)
+  assert padded.shape == (5, 32, 32, 1) and padded.dtype == np.uint8
+  np.testing.assert_array_equal(padded[:, 2:30, 2:30], original)
+  assert padded[:, :2].max() == padded[:, 30:].max() == 0  # black border, like the background
+  small = unlabelled.fashion_mnist_images(16, max_images=5)
+  assert small.shape == (5, 16, 16, 1)
+  # A downscaled image keeps its overall brightness.
+  assert abs(small.mean() - padded.mean()) < 3

@@ -1,0 +1,370 @@
+"""The WGAN system: the lesson's rules in numbers, then CLI, resume, data and sampling."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl import flags
+from PIL import Image
+
+from conftest import needs_fashion_mnist
+from experiments.configs import wgan as wgan_configs
+from jaxgan import images, metrics, parallel
+from jaxgan.data import folder
+from jaxgan.data import unlabelled
+from jaxgan.train import wgan
+
+SMOKE = "experiments/configs/wgan.py:smoke"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def smoke_config(**overrides):
+  config = wgan_configs.get_config("smoke")
+  with config.unlocked():
+    for key, value in overrides.items():
+      target = config
+      *path, last = key.split(".")
+      for part in path:
+        target = getattr(target, part)
+      setattr(target, last, value)
+  return config
+
+
+def run_cli(module, args):
+  # The entry points are imported here, after collection, so that whichever entry point
+  # another test module imported first owns the shared --config/--workdir flags.
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS([module.__name__, *args])
+  try:
+    module.main([module.__name__])
+  finally:
+    flags.FLAGS.unparse_flags()
+
+
+def final_state(workdir):
+  _, state = wgan.restore_state(workdir)
+  return jax.device_get(state)
+
+
+# ----------------------------------------------------------------------------- the lesson's rules
+
+def test_critic_schedule_is_the_lessons():
+  config = wgan_configs.get_config("lsun")
+  counts = [wgan.critic_iterations(g, config) for g in (0, 24, 25, 499, 500, 501, 1000)]
+  assert counts == [100, 100, 5, 5, 100, 5, 100]
+  gp = wgan_configs.get_config("lsun,gp")  # WGAN-GP: 5 throughout
+  assert {wgan.critic_iterations(g, gp) for g in range(1001)} == {5}
+  assert wgan.critic_chunks(100, config) == [100]  # one call on accelerators
+  cpu = wgan_configs.get_config("fashion_mnist")
+  assert wgan.critic_chunks(25, cpu) == [5] * 5  # five unrolled calls on a CPU
+
+
+def test_phase_length_in_epochs_follows_the_schedule():
+  # smoke: 3 critic steps at gen iteration 0 and every 4th, else 2 -> 3, 5, 7, 9, 12 batches.
+  config = smoke_config(num_gen_iters=0, num_epochs=1.0)
+  assert wgan.gen_iters_per_phase(config, steps_per_epoch=10) == 5
+  assert wgan.gen_iters_per_phase(config, steps_per_epoch=9) == 4
+  assert wgan.phase_lr_factors(config) == [1.0, 0.1]
+
+
+def test_gradient_penalty_of_a_linear_critic_is_its_weight_norm():
+  rng = np.random.default_rng(0)
+  w = rng.normal(size=(4, 4, 2)).astype(np.float32)
+  real, fake = (rng.normal(size=(3, 4, 4, 2)).astype(np.float32) for _ in range(2))
+  eps = rng.uniform(size=(3, 1, 1, 1)).astype(np.float32)
+  linear = lambda x: jnp.sum(x * w, axis=(1, 2, 3))
+  # The gradient of a linear critic is w wherever it is taken: penalty = 10 (|w| - 1)^2.
+  expected = 10.0 * (np.linalg.norm(w) - 1.0) ** 2
+  assert float(wgan.gradient_penalty(linear, real, fake, eps, 10.0)) == pytest.approx(
+      expected, rel=1e-5)
+  unit = lambda x: jnp.sum(x * (w / np.linalg.norm(w)), axis=(1, 2, 3))
+  assert float(wgan.gradient_penalty(unit, real, fake, eps, 10.0)) == pytest.approx(0, abs=1e-8)
+
+
+def test_gradient_penalty_is_taken_at_the_interpolates():
+  rng = np.random.default_rng(1)
+  real, fake = (rng.normal(size=(5, 3, 3, 1)).astype(np.float32) for _ in range(2))
+  eps = rng.uniform(size=(5, 1, 1, 1)).astype(np.float32)
+  # D(x) = |x|^2 / 2 has gradient x: the norms are those of the interpolates themselves.
+  quadratic = lambda x: 0.5 * jnp.sum(x * x, axis=(1, 2, 3))
+  x_hat = eps * real + (1 - eps) * fake
+  norms = np.sqrt((x_hat ** 2).sum(axis=(1, 2, 3)))
+  expected = 10.0 * np.mean((norms - 1.0) ** 2)
+  assert float(wgan.gradient_penalty(quadratic, real, fake, eps, 10.0)) == pytest.approx(
+      expected, rel=1e-5)
+
+
+def _random_block(trainer, n, seed=0):
+  shape = trainer.block_shape(n)
+  block = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+  return jax.device_put(block, trainer.block_sharding)
+
+
+def test_every_critic_step_clips_first_as_the_lesson_does():
+  config = smoke_config()
+  trainer = wgan.WGAN(config, parallel.make_mesh())
+  state = trainer.init_state()
+  # Start far outside the ball: every weight (BatchNorm scales included) is 50x too big.
+  state = state.replace(critic=state.critic.replace(
+      params=jax.tree.map(lambda p: 50.0 * p + 1.0, state.critic.params)))
+  c, lr = config.clip_value, config.lr_d
+  state, numbers = trainer.iteration(state, _random_block(trainer, config.critic_iters))
+  # Inside the scan: each critic step computed its loss with weights clamped to [-c, c]
+  # (and these saturate at c, since every weight started outside).
+  np.testing.assert_array_equal(np.asarray(numbers["critic_weight_max"]),
+                                np.full(config.critic_iters, c, np.float32))
+  # After the last step: the lesson clamps *before* an update, so the weights may sit past
+  # c by one update, which PyTorch's RMSProp bounds by lr/sqrt(1 - 0.99) = 10 lr.
+  after = max(float(jnp.max(jnp.abs(p))) for p in jax.tree.leaves(state.critic.params))
+  assert c < after <= c + 10 * lr * (1 + 1e-5)
+  assert int(state.data_position) == config.critic_iters and int(state.total_gen_iters) == 1
+
+
+def test_wgan_gp_penalises_instead_of_clipping():
+  config = wgan_configs.get_config("smoke,gp")
+  trainer = wgan.WGAN(config, parallel.make_mesh())
+  state = trainer.init_state()
+  assert not state.critic.batch_stats  # LayerNorm critic: nothing couples the examples
+  big = jax.tree.map(lambda p: 50.0 * p, state.critic.params)
+  state = state.replace(critic=state.critic.replace(params=big))
+  big = jax.device_get(big)  # the call below donates the state's buffers
+  state, numbers = trainer.iteration(state, _random_block(trainer, config.critic_iters))
+  assert "critic_weight_max" not in numbers
+  penalty = np.asarray(numbers["gradient_penalty"])
+  assert penalty.shape == (config.critic_iters,) and np.all(penalty > 0)
+  # No clamping: the weights moved by Adam steps of about lr each, and stayed large.
+  for before, after in zip(jax.tree.leaves(big), jax.tree.leaves(state.critic.params)):
+    assert np.max(np.abs(np.asarray(after) - before)) < 3 * config.lr_d * 5
+  assert max(float(jnp.max(jnp.abs(p))) for p in jax.tree.leaves(state.critic.params)) > 1
+
+
+def test_unrolled_chunks_train_like_one_scan():
+  # The CPU path (5 steps per unrolled call, generator step in the last) and the accelerator
+  # path (one rolled scan) run the same math with the same random numbers.
+  results = []
+  for chunk in (0, 1):
+    config = smoke_config(unrolled_chunk=chunk)
+    trainer = wgan.WGAN(config, parallel.make_mesh())
+    state = trainer.init_state()
+    block = _random_block(trainer, config.critic_iters)
+    chunks = wgan.critic_chunks(config.critic_iters, config)
+    for i, k in enumerate(chunks):
+      state, numbers = trainer.iteration(state, block[sum(chunks[:i]):sum(chunks[:i]) + k],
+                                         train_generator=i == len(chunks) - 1)
+    results.append(jax.device_get(state))
+  for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  """The smoke config through the command line: 2 phases of 3 generator iterations."""
+  from experiments import wgan as wgan_cli
+  workdir = str(tmp_path_factory.mktemp("wgan") / "run")
+  run_cli(wgan_cli, ["--config", SMOKE, "--workdir", workdir])
+  return workdir
+
+
+@needs_fashion_mnist
+def test_cli_smoke_run_writes_galleries_metrics_and_checkpoints(smoke_run):
+  gallery = os.path.join(smoke_run, "samples", "gen_000006.png")
+  with Image.open(gallery) as im:  # 8 x 8 tiles of 16 px with 2 px padding, grayscale
+    assert im.size == (2 + 8 * 18, 2 + 8 * 18) and im.mode == "L"
+  assert os.path.exists(os.path.join(smoke_run, "samples", "gen_000004.png"))
+  records = metrics.read_metrics(smoke_run)
+  # Logged every 2 generator iterations and at the end of each phase.
+  assert [r["step"] for r in records] == [2, 3, 4, 6]
+  assert [r["phase"] for r in records] == [0, 0, 1, 1]
+  # 3 critic steps at each phase's first iteration and at the 4th, else 2: 3+2+2, twice.
+  assert [r["real_batches"] for r in records] == [5, 7, 10, 14]
+  assert [r["lr_g"] for r in records] == pytest.approx([1e-4, 1e-4, 1e-5, 1e-5])
+  for r in records:
+    assert r["wasserstein_estimate"] == -r["Loss_D"]
+    assert r["Loss_D"] == pytest.approx(r["D_real"] - r["D_fake"], abs=1e-6)
+    assert r["critic_weight_max"] == pytest.approx(0.01)
+    assert np.isfinite(r["Loss_G"]) and r["skipped_images"] == 0
+  assert any(f.startswith("events.out.tfevents")
+             for f in os.listdir(os.path.join(smoke_run, "tensorboard")))
+  state = final_state(smoke_run)
+  assert (int(state.total_gen_iters), int(state.data_position), int(state.phase)) == (6, 14, 1)
+  hyper = state.critic.opt_state.hyperparams
+  assert float(hyper["learning_rate"]) == pytest.approx(1e-5)
+
+
+@needs_fashion_mnist
+def test_interrupted_run_resumes_to_identical_state(smoke_run, tmp_path):
+  workdir = str(tmp_path / "interrupted")
+  # Killed at the end of phase 1 (before the lr/10 switch), then inside phase 2.
+  for stop in (3, 5):
+    record = wgan.train_and_evaluate(smoke_config(stop_after_gen_iters=stop), workdir)
+    assert record["total_gen_iters"] == stop
+  wgan.train_and_evaluate(smoke_config(), workdir)  # the same command finishes the run
+
+  straight, resumed = final_state(smoke_run), final_state(workdir)
+  leaves = jax.tree.leaves(straight)
+  assert len(leaves) > 20  # both nets, both optimizers, batch stats, counters, RNG, noise
+  for a, b in zip(leaves, jax.tree.leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+  with open(os.path.join(smoke_run, "samples", "gen_000006.png"), "rb") as f:
+    expected_png = f.read()
+  with open(os.path.join(workdir, "samples", "gen_000006.png"), "rb") as f:
+    assert f.read() == expected_png  # the fixed noise survived the restarts too
+  assert [r["step"] for r in metrics.read_metrics(workdir)] == [2, 3, 4, 6]
+
+
+@needs_fashion_mnist
+def test_sample_function_and_cli(smoke_run, tmp_path):
+  from experiments import sample as sample_cli
+  fakes = wgan.sample(smoke_run, num=10, seed=3)
+  assert fakes.shape == (10, 16, 16, 1) and fakes.dtype == np.uint8
+  np.testing.assert_array_equal(fakes, wgan.sample(smoke_run, num=10, seed=3))
+  assert not np.array_equal(fakes, wgan.sample(smoke_run, num=10, seed=4))
+
+  out, single = str(tmp_path / "grid.png"), str(tmp_path / "single")
+  run_cli(sample_cli, ["--workdir", smoke_run, "--num", "10", "--seed", "3", "--out", out,
+                       "--folder", single])
+  with Image.open(out) as im:  # 4 per row (ceil(sqrt(10))), 3 rows
+    assert im.size == (2 + 4 * 18, 2 + 3 * 18)
+    np.testing.assert_array_equal(np.asarray(im), images.make_grid(fakes, ncol=4)[..., 0])
+  assert len(os.listdir(single)) == 10
+  with pytest.raises(FileNotFoundError, match="WGAN run"):
+    wgan.sample(str(tmp_path), num=4)
+
+
+def _write_folder(root, n, size=20):
+  rng = np.random.default_rng(0)
+  for i in range(n):
+    sub = root / ("a" if i % 2 else "b")  # searched recursively
+    sub.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+        sub / f"img_{i:02d}.png")
+
+
+def test_folder_with_a_corrupt_file_trains_and_reports_the_skips(tmp_path):
+  root = tmp_path / "images"
+  _write_folder(root, 12)
+  (root / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+  config = smoke_config(**{
+      "data.source": "folder", "data.path": str(root), "data.channels": 3,
+      "data.max_images": 0, "second_phase": False, "long_critic_until": 0,
+      "long_critic_every": 0})
+  record = wgan.train_and_evaluate(config, str(tmp_path / "run"))
+  # 3 generator iterations x 2 real batches of 8 = 48 reads from 13 files: the broken one
+  # comes up once per pass. Replaying the loader gives the exact count.
+  assert record["data_position"] == 6
+  source = folder.ImageFolderSource(str(root), 16, 3, seed=config.seed)
+  replay = folder.make_loader(source, 8, seed=config.seed)
+  expected = sum(int(b["skipped"].sum()) for b, _ in zip(replay, range(6)))
+  assert expected >= 3
+  last = metrics.read_metrics(str(tmp_path / "run"))[-1]
+  assert last["skipped_images"] == record["skipped_images"] == expected
+  with Image.open(record["gallery"]) as im:
+    assert im.size == (146, 146) and im.mode == "RGB"
+
+
+# ----------------------------------------------------------------------------- errors
+
+def test_missing_or_empty_folder_is_a_clear_error_before_training(tmp_path):
+  missing = str(tmp_path / "nowhere")
+  config = smoke_config(**{"data.source": "folder", "data.path": missing,
+                           "data.channels": 3, "data.max_images": 0})
+  with pytest.raises(FileNotFoundError, match="--config.data.path") as e:
+    wgan.train_and_evaluate(config, str(tmp_path / "w1"))
+  assert missing in str(e.value)
+  (tmp_path / "empty").mkdir()
+  (tmp_path / "empty" / "notes.txt").write_text("no images here")
+  with config.unlocked():
+    config.data.path = str(tmp_path / "empty")
+  with pytest.raises(ValueError, match="No image files"):
+    wgan.train_and_evaluate(config, str(tmp_path / "w2"))
+  assert not os.path.exists(tmp_path / "w1" / "checkpoints")
+
+
+def test_bad_config_values_are_clear_errors(tmp_path):
+  cases = [
+      ({"model.isize": 50}, "--config.model.isize=48 or 64"),
+      ({"loss": "wgan-gp", "optimizer": "adam"}, "--config.model.critic_norm=layer"),
+      ({"precision": "fp16"}, "--config.precision=bf16"),
+      ({"loss": "hinge"}, "--config.loss"),
+      ({"unrolled_chunk": 2, "critic_iters_long": 3}, "--config.unrolled_chunk"),
+      ({"data.source": "folder", "data.max_images": 0}, "--config.data.path"),
+      ({"num_gen_iters": 0, "num_epochs": 0.0}, "--config.num_epochs"),
+  ]
+  for overrides, fix in cases:
+    with pytest.raises(ValueError, match=fix.replace(".", r"\.")):
+      wgan.train_and_evaluate(smoke_config(**overrides), str(tmp_path))
+  with pytest.raises(ValueError, match="unknown wgan variant"):
+    wgan_configs.get_config("celeba")
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_configs_are_locked_and_unknown_keys_fail_on_the_command_line(tmp_path):
+  for variant in ("lsun", "folder", "fashion_mnist", "smoke", "lsun,gp"):
+    config = wgan_configs.get_config(variant)
+    wgan.validate_config(config)
+    with pytest.raises(AttributeError):
+      config.bach_size = 8
+  with pytest.raises(flags.Error, match="bach_size"):
+    flags.FLAGS.unparse_flags()
+    from experiments import wgan as wgan_cli  # noqa: F401  (defines --config)
+    flags.FLAGS(["wgan", "--config", SMOKE, "--config.bach_size=8", "--workdir",
+                 str(tmp_path)])
+  flags.FLAGS.unparse_flags()
+
+
+def test_image_data_blocks_are_a_pure_function_of_the_position():
+  mesh = parallel.make_mesh()
+  pixels = np.arange(20 * 4 * 4, dtype=np.uint32).reshape(20, 4, 4, 1) % 251
+  data = unlabelled.DeviceImages(pixels.astype(np.uint8), 4, seed=0, mesh=mesh)
+  assert data.steps_per_epoch == 5
+  whole = np.concatenate([np.asarray(b) for b, _ in data.blocks(0, [3, 4, 5])])
+  # Restarting at any position gives the same batches; each epoch is a permutation.
+  again = np.asarray(unlabelled.DeviceImages(pixels.astype(np.uint8), 4, 0, mesh).block(7, 5))
+  np.testing.assert_array_equal(whole[7:12], again)
+  firsts = whole[:5].reshape(20, -1)[:, 0]
+  assert sorted(firsts.tolist()) == sorted(pixels.reshape(20, -1)[:, 0].tolist())
+  assert not np.array_equal(whole[:5], whole[5:10])
+  assert float(unlabelled.to_unit_range(jnp.uint8(0))) == -1.0
+  assert float(unlabelled.to_unit_range(jnp.uint8(255))) == 1.0
+
+
+PARALLEL = textwrap.dedent("""
+    import jax, numpy as np
+    from jaxgan import parallel
+    from jaxgan.train import wgan
+    from test_wgan_train import smoke_config, _random_block
+
+    assert jax.device_count() == 2
+    config = smoke_config()
+
+    def train(devices):
+      trainer = wgan.WGAN(config, parallel.make_mesh(devices))
+      state, block = trainer.init_state(), _random_block(trainer, 3)
+      for _ in range(2):
+        state, numbers = trainer.iteration(state, block)
+      return block, jax.device_get((state, numbers))
+
+    _, one = train(jax.devices()[:1])
+    block, two = train(jax.devices())
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two)):
+      np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+    # The block of real batches is split along its batch axis: 4 of the 8 per device.
+    assert block.sharding.shard_shape(block.shape) == (3, 4, 16, 16, 1)
+    print("PARALLEL-OK")
+""")
+
+
+def test_two_devices_train_like_one():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]))
+  result = subprocess.run([sys.executable, "-c", PARALLEL], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert "PARALLEL-OK" in result.stdout
