@@ -1,0 +1,740 @@
+"""CycleGAN (Zhu et al. 2017) as lesson 12 trains it, one jitted step per iteration.
+
+Reads like the reference's ``CycleGANModel``. Two generators: G_A turns A into B, G_B
+turns B into A. Two discriminators: D_A judges domain B (real B against G_A's fakes),
+D_B judges domain A. The generators minimise
+
+    G_A + G_B                 LSGAN: D's score of their fakes pushed to 1
+  + cycle_A + cycle_B         λ_A·|G_B(G_A(a)) − a|₁ and λ_B·|G_A(G_B(b)) − b|₁
+  + idt_A + idt_B             0.5·λ_B·|G_A(b) − b|₁ and 0.5·λ_A·|G_B(a) − a|₁
+
+with one Adam over both; then the discriminators minimise
+``0.5·(MSE(D(real), 1) + MSE(D(fake), 0))`` each, with one Adam over both, on fakes drawn
+from an image pool of earlier fakes. The learning rate is constant for ``n_epochs`` and
+decays linearly to zero over ``n_epochs_decay``, set per epoch as the reference does.
+
+What is new is how it runs. Everything a resume needs is one pytree (`TrainState`): the
+four networks, both optimizer states (the learning rate inside them), the step (hence the
+epoch), both image pools and the RNG. One jitted, state-donating function does a whole
+iteration: pick the batch, crop and flip it on the device, the generators' step, the
+pools, the discriminators' step; it runs data-parallel over a ("data",) mesh of every
+device with the state replicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from PIL import Image
+
+from jaxgan import checkpoint, images as image_io, metrics, optim, parallel, precision
+from jaxgan.data import augment, unaligned
+from jaxgan.data.folder import list_image_files
+from jaxgan.models.cyclegan import PatchDiscriminator, ResnetGenerator
+from jaxgan.train import common
+
+LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
+
+
+# ----------------------------------------------------------------------------- state
+
+@flax.struct.dataclass
+class ImagePool:
+  """The last fakes a discriminator saw, kept so it does not just chase the newest G.
+
+  ``images[:count]`` hold images; the rest is unused until the pool has filled.
+  """
+  images: jax.Array  # (pool_size, H, W, C) float32
+  count: jax.Array  # int32
+
+  @classmethod
+  def create(cls, size: int, image_shape) -> ImagePool:
+    return cls(jnp.zeros((size, *image_shape), jnp.float32), jnp.zeros((), jnp.int32))
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # iterations done; the epoch is step·batch_size // epoch_size
+  g_params: Any  # {"G_A": A→B, "G_B": B→A}
+  d_params: Any  # {"D_A": judges B, "D_B": judges A}
+  g_opt_state: Any  # one Adam over both generators
+  d_opt_state: Any  # one Adam over both discriminators
+  fake_a_pool: ImagePool | None  # fakes of A (G_B's), shown to D_B; None if pool_size 0
+  fake_b_pool: ImagePool | None  # fakes of B (G_A's), shown to D_A
+  rng: jax.Array  # raw uint32 key; the step's key is fold_in(rng, step)
+
+
+# ----------------------------------------------------------------------------- losses
+
+def lsgan_loss(prediction, target_is_real: bool):
+  """Least-squares GAN loss: mean squared distance of the scores to 1 (real) or 0 (fake)."""
+  target = 1.0 if target_is_real else 0.0
+  return jnp.mean(jnp.square(prediction.astype(jnp.float32) - target))
+
+
+def l1_loss(x, y):
+  """Mean absolute difference: the cycle and identity losses."""
+  return jnp.mean(jnp.abs(x.astype(jnp.float32) - y.astype(jnp.float32)))
+
+
+def _twice(fn, x, y):
+  # Every layer treats each image on its own (InstanceNorm normalises per example), so one
+  # call on x and y stacked equals two calls, in one launch.
+  out = fn(jnp.concatenate([x, y]))
+  return out[:x.shape[0]], out[x.shape[0]:]
+
+
+def generator_losses(g_a, g_b, d_a, d_b, real_a, real_b, *, lambda_a: float,
+                     lambda_b: float, lambda_identity: float):
+  """The generators' objective, as the reference's ``backward_G`` computes it.
+
+  Args:
+    g_a, g_b: the generators as functions (G_A: A→B, G_B: B→A).
+    d_a, d_b: the discriminators as functions (D_A scores B images, D_B scores A images).
+    real_a, real_b: batches of real images in [-1, 1].
+    lambda_a, lambda_b: cycle weights (10); lambda_identity: identity weight relative to
+      them (0.5), 0 leaves the identity terms out.
+
+  Returns:
+    ``(total, losses, (fake_a, fake_b))`` with losses G_A, G_B, cycle_A, cycle_B, idt_A,
+    idt_B.
+  """
+  if lambda_identity > 0:
+    # G_A should leave an image that is already B alone, and G_B one that is already A.
+    fake_b, idt_a = _twice(g_a, real_a, real_b)
+    fake_a, idt_b = _twice(g_b, real_b, real_a)
+  else:
+    fake_b, fake_a = g_a(real_a), g_b(real_b)
+  rec_a, rec_b = g_b(fake_b), g_a(fake_a)
+  zero = jnp.zeros((), jnp.float32)
+  losses = {
+      "G_A": lsgan_loss(d_a(fake_b), True),
+      "G_B": lsgan_loss(d_b(fake_a), True),
+      "cycle_A": lambda_a * l1_loss(rec_a, real_a),
+      "cycle_B": lambda_b * l1_loss(rec_b, real_b),
+      "idt_A": lambda_b * lambda_identity * l1_loss(idt_a, real_b) if lambda_identity > 0
+               else zero,
+      "idt_B": lambda_a * lambda_identity * l1_loss(idt_b, real_a) if lambda_identity > 0
+               else zero,
+  }
+  return sum(losses.values()), losses, (fake_a, fake_b)
+
+
+def discriminator_losses(d_a, d_b, real_a, real_b, fake_a, fake_b):
+  """``backward_D_basic`` for both: 0.5·(MSE(D(real), 1) + MSE(D(fake), 0)) each.
+
+  The 0.5 slows the discriminators relative to the generators (the paper's choice).
+
+  Returns:
+    ``(total, {"D_A": ..., "D_B": ...})``.
+  """
+  real_score, fake_score = _twice(d_a, real_b, fake_b)
+  loss_d_a = 0.5 * (lsgan_loss(real_score, True) + lsgan_loss(fake_score, False))
+  real_score, fake_score = _twice(d_b, real_a, fake_a)
+  loss_d_b = 0.5 * (lsgan_loss(real_score, True) + lsgan_loss(fake_score, False))
+  return loss_d_a + loss_d_b, {"D_A": loss_d_a, "D_B": loss_d_b}
+
+
+# ----------------------------------------------------------------------------- image pool
+
+def query_pool(pool: ImagePool | None, key, fakes):
+  """Passes a batch of new fakes through the pool, one image at a time as the reference.
+
+  Until the pool is full each fake is stored and returned. Once full, with probability
+  0.5 a random stored image is returned and the new fake takes its place; otherwise the
+  new fake is returned and the pool stays as it is.
+
+  Args:
+    pool: the pool, or None for no pool (``pool_size`` 0): the fakes pass through.
+    key: PRNG key; the same key gives the same choices.
+    fakes: (N, H, W, C) images (not differentiated through).
+
+  Returns:
+    ``(new pool, images for the discriminator)``, the latter shaped like ``fakes``.
+  """
+  if pool is None:
+    return None, fakes
+  size = pool.images.shape[0]
+
+  def one(pool, inputs):
+    key, fake = inputs
+    coin_key, slot_key = jax.random.split(key)
+    full = pool.count >= size
+    swap = full & jax.random.bernoulli(coin_key, 0.5)
+    slot = jnp.where(full, jax.random.randint(slot_key, (), 0, size), pool.count)
+    stored = pool.images[slot]
+    keep = full & ~swap
+    images = pool.images.at[slot].set(jnp.where(keep, stored, fake))
+    new = ImagePool(images, jnp.minimum(pool.count + 1, size))
+    return new, jnp.where(swap, stored, fake)
+
+  keys = jax.random.split(key, fakes.shape[0])
+  pool, out = jax.lax.scan(one, pool, (keys, fakes.astype(pool.images.dtype)))
+  return pool, out
+
+
+# ----------------------------------------------------------------------------- data on device
+
+def random_crop(key, images, size: int):
+  """A random ``size``×``size`` window of each image (N, H, W, C), chosen per example."""
+  n, h, w, _ = images.shape
+  if (h, w) == (size, size):
+    return images
+  ky, kx = jax.random.split(key)
+  ys = jax.random.randint(ky, (n,), 0, h - size + 1)
+  xs = jax.random.randint(kx, (n,), 0, w - size + 1)
+  crop = lambda img, y, x: jax.lax.dynamic_slice(img, (y, x, 0), (size, size, img.shape[-1]))
+  return jax.vmap(crop)(images, ys, xs)
+
+
+def crop_flip(key, images, crop_size: int):
+  """The reference's training transform after the resize: random crop, random flip, to [-1, 1]."""
+  crop_key, flip_key = jax.random.split(key)
+  images = augment.random_flip(flip_key, random_crop(crop_key, images, crop_size))
+  channels = images.shape[-1]
+  return augment.normalize(images, (0.5,) * channels, (0.5,) * channels)
+
+
+def center_crop(images: np.ndarray, size: int) -> np.ndarray:
+  """The central ``size``×``size`` window of host images (N, H, W, C)."""
+  h, w = images.shape[1:3]
+  top, left = (h - size) // 2, (w - size) // 2
+  return images[:, top:top + size, left:left + size]
+
+
+def to_unit_range(images) -> np.ndarray:
+  """uint8 [0, 255] → float32 [-1, 1], as the reference's Normalize((0.5,), (0.5,))."""
+  return np.asarray(images, np.float32) / 127.5 - 1.0
+
+
+# ----------------------------------------------------------------------------- set-up
+
+def image_channels(config) -> int:
+  """Fashion-MNIST is grayscale and tfds cycle_gan is RGB; folders say so in the config."""
+  return {"fashion_mnist": 1, "tfds": 3}.get(config.data.source, config.data.channels)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Catches impossible settings before any data is read; each error names the fix."""
+  d = config.data
+  common.check_choice("data.source", d.source, ("tfds", "folder", "fashion_mnist"))
+  common.check_choice("data.channels", d.channels, (1, 3))
+  common.check_choice("precision", config.precision, ("fp32", "bf16"))
+  common.check_positive(config, "batch_size", "lr", "data.load_size", "data.crop_size",
+                        "model.ngf", "model.ndf", "model.n_layers_d", "n_epochs",
+                        "log_every", "sample_every", "checkpoint_every", "n_samples")
+  if d.crop_size % 4:
+    lower, upper = d.crop_size - d.crop_size % 4, d.crop_size + 4 - d.crop_size % 4
+    raise ValueError(
+        f"data.crop_size={d.crop_size} is not divisible by 4, which the generator's two "
+        f"downsamplings need: set --config.data.crop_size={lower or upper} or {upper}.")
+  if d.crop_size > d.load_size:
+    raise ValueError(f"data.crop_size={d.crop_size} is larger than data.load_size="
+                     f"{d.load_size}: set --config.data.load_size={d.crop_size} or more.")
+  if d.source == "folder" and not d.path:
+    raise ValueError("data.source='folder' needs a folder: set --config.data.path=DIR "
+                     "(with DIR/trainA and DIR/trainB).")
+  for name in ("n_epochs_decay", "pool_size", "lambda_identity", "model.n_blocks",
+               "model.dropout", "data.max_images"):
+    value = config
+    for part in name.split("."):
+      value = getattr(value, part)
+    if value < 0:
+      raise ValueError(f"config.{name}={value} must not be negative.")
+  if config.lambda_a <= 0 or config.lambda_b <= 0:
+    raise ValueError("config.lambda_a and config.lambda_b must be positive (the paper: 10).")
+
+
+def epoch_of_step(step, batch_size: int, epoch_size: int):
+  """The epoch the first pair of global batch ``step`` belongs to (works on arrays too)."""
+  return step * batch_size // epoch_size
+
+
+def total_steps(config, epoch_size: int) -> int:
+  """Iterations for ``n_epochs + n_epochs_decay`` epochs of ``epoch_size`` pairs."""
+  epochs = config.n_epochs + config.n_epochs_decay
+  return -(-epochs * epoch_size // config.batch_size)
+
+
+def with_learning_rate(opt_state, lr):
+  """Sets the learning rate held in an ``optax.inject_hyperparams`` state."""
+  hyper = dict(opt_state.hyperparams)
+  hyper["learning_rate"] = jnp.asarray(lr, hyper["learning_rate"].dtype)
+  return opt_state._replace(hyperparams=hyper)
+
+
+class CycleGAN:
+  """The networks, the optimizers and the jitted functions that train and apply them.
+
+  Args:
+    config: a config from ``experiments/configs/cyclegan.py``.
+    mesh: the ("data",) device mesh.
+    epoch_size: pairs per epoch, ``max(|A|, |B|)``; sets the learning-rate schedule.
+  """
+
+  def __init__(self, config, mesh, epoch_size: int):
+    validate_config(config)
+    self.config, self.mesh, self.epoch_size = config, mesh, int(epoch_size)
+    self.policy = precision.get_policy(config.precision)
+    self.channels = image_channels(config)
+    m = config.model
+    dtypes = dict(dtype=self.policy.compute_dtype, param_dtype=self.policy.param_dtype)
+    self.generator = ResnetGenerator(ngf=m.ngf, n_blocks=m.n_blocks, nc=self.channels,
+                                     dropout=m.dropout, **dtypes)
+    self.discriminator = PatchDiscriminator(ndf=m.ndf, n_layers=m.n_layers_d, **dtypes)
+    adam = optax.inject_hyperparams(optax.adam)
+    self.tx_g = adam(learning_rate=config.lr, b1=config.b1, b2=config.b2)
+    self.tx_d = adam(learning_rate=config.lr, b1=config.b1, b2=config.b2)
+    self.schedule = optim.linear_decay_epochs(config.lr, config.n_epochs,
+                                              config.n_epochs_decay)
+    self.image_shape = (config.data.crop_size, config.data.crop_size, self.channels)
+    self._batch_sharding = parallel.data_sharding(mesh)
+    self._replicated = parallel.replicated(mesh)
+    self._train_step = jax.jit(self._step, donate_argnums=(0, 2))
+    self._translate_pairs = jax.jit(self._translate_pairs_fn)
+    self._generate = jax.jit(self._generate_fn, static_argnums=0)
+
+  # --- state
+
+  def _create_state(self, seed) -> TrainState:
+    # Threefry compiles one unrolled hash per parameter tensor: tens of seconds for four
+    # networks on a CPU. The rbg generator draws the same N(0, 0.02) and compiles in about
+    # a second; the steps keep threefry, whose streams do not depend on the sharding.
+    init_key = jax.random.key(seed, impl="rbg")
+    g_a_key, g_b_key, d_a_key, d_b_key = jax.random.split(init_key, 4)
+    train_key = jax.random.PRNGKey(seed)
+    x = jnp.zeros((1, *self.image_shape), jnp.float32)
+    g_init = lambda k: self.generator.init(k, x)["params"]
+    d_init = lambda k: self.discriminator.init(k, x)["params"]
+    g_params = {"G_A": g_init(g_a_key), "G_B": g_init(g_b_key)}
+    d_params = {"D_A": d_init(d_a_key), "D_B": d_init(d_b_key)}
+    def pool():
+      if self.config.pool_size == 0:
+        return None
+      return ImagePool.create(self.config.pool_size, self.image_shape)
+
+    return TrainState(step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
+                      g_opt_state=self.tx_g.init(g_params),
+                      d_opt_state=self.tx_d.init(d_params),
+                      fake_a_pool=pool(), fake_b_pool=pool(), rng=train_key)
+
+  def init_state(self) -> TrainState:
+    """A fresh state, replicated over the mesh."""
+    return jax.jit(self._create_state, out_shardings=self._replicated)(self.config.seed)
+
+  def abstract_state(self) -> TrainState:
+    """Shapes, dtypes and shardings of the state, without computing it (for restores)."""
+    shapes = jax.eval_shape(self._create_state, self.config.seed)
+    return jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self._replicated), shapes)
+
+  def learning_rate(self, step):
+    """The learning rate the step ``step`` trains with (the schedule of its epoch)."""
+    return self.schedule(epoch_of_step(step, self.config.batch_size, self.epoch_size))
+
+  # --- the training iteration
+
+  def _networks(self, g_params, d_params, dropout_key=None):
+    """The four networks as functions of images, as `generator_losses` wants them.
+
+    Without a ``dropout_key`` the generators run deterministically (evaluation).
+    """
+    def gen(name, i):
+      if self.config.model.dropout > 0 and dropout_key is not None:
+        rngs = {"dropout": jax.random.fold_in(dropout_key, i)}
+        return lambda x: self.generator.apply({"params": g_params[name]}, x, train=True,
+                                              rngs=rngs)
+      return lambda x: self.generator.apply({"params": g_params[name]}, x)
+    disc = lambda name: lambda x: self.discriminator.apply({"params": d_params[name]}, x)
+    return gen("G_A", 0), gen("G_B", 1), disc("D_A"), disc("D_B")
+
+  def _step(self, state: TrainState, batch, totals, data):
+    """One iteration; pure, jitted once. ``data`` holds the domains if they live on device."""
+    c = self.config
+    key = jax.random.fold_in(state.rng, state.step)
+    a_key, b_key, pool_a_key, pool_b_key, dropout_key = jax.random.split(key, 5)
+    if data is None:  # the batch is decoded images
+      images_a, images_b = batch["a"], batch["b"]
+    else:  # the batch is indices into the domains held in device memory
+      images_a, images_b = data["a"][batch["a"]], data["b"][batch["b"]]
+    images_a = jax.lax.with_sharding_constraint(images_a, self._batch_sharding)
+    images_b = jax.lax.with_sharding_constraint(images_b, self._batch_sharding)
+    real_a = crop_flip(a_key, images_a, c.data.crop_size)
+    real_b = crop_flip(b_key, images_b, c.data.crop_size)
+    lr = self.learning_rate(state.step)
+
+    # The generators' step. Differentiating only g_params leaves the discriminators fixed.
+    def g_objective(g_params):
+      g_a, g_b, d_a, d_b = self._networks(g_params, state.d_params, dropout_key)
+      total, losses, fakes = generator_losses(
+          g_a, g_b, d_a, d_b, real_a, real_b, lambda_a=c.lambda_a, lambda_b=c.lambda_b,
+          lambda_identity=c.lambda_identity)
+      return total, (losses, fakes)
+
+    g_grads, (g_losses, (fake_a, fake_b)) = jax.grad(g_objective, has_aux=True)(
+        state.g_params)
+    updates, g_opt_state = self.tx_g.update(
+        g_grads, with_learning_rate(state.g_opt_state, lr), state.g_params)
+    g_params = optax.apply_updates(state.g_params, updates)
+
+    # The discriminators see this iteration's fakes (from the generators before their
+    # update, as in the reference) through the pools.
+    fake_a_pool, fake_a = query_pool(state.fake_a_pool, pool_a_key,
+                                     jax.lax.stop_gradient(fake_a))
+    fake_b_pool, fake_b = query_pool(state.fake_b_pool, pool_b_key,
+                                     jax.lax.stop_gradient(fake_b))
+    fake_a = jax.lax.with_sharding_constraint(fake_a, self._batch_sharding)
+    fake_b = jax.lax.with_sharding_constraint(fake_b, self._batch_sharding)
+
+    def d_objective(d_params):
+      _, _, d_a, d_b = self._networks(g_params, d_params, dropout_key)
+      return discriminator_losses(d_a, d_b, real_a, real_b, fake_a, fake_b)
+
+    d_grads, d_losses = jax.grad(d_objective, has_aux=True)(state.d_params)
+    updates, d_opt_state = self.tx_d.update(
+        d_grads, with_learning_rate(state.d_opt_state, lr), state.d_params)
+    d_params = optax.apply_updates(state.d_params, updates)
+
+    new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
+                              g_opt_state=g_opt_state, d_opt_state=d_opt_state,
+                              fake_a_pool=fake_a_pool, fake_b_pool=fake_b_pool)
+    losses = {**g_losses, **d_losses}
+    totals = {**{k: totals[k] + losses[k] for k in LOSS_NAMES}, "steps": totals["steps"] + 1}
+    return new_state, totals
+
+  def zero_totals(self):
+    """Running sums of the losses between two log lines, on the devices."""
+    zeros = {k: jnp.zeros((), jnp.float32) for k in LOSS_NAMES}
+    zeros["steps"] = jnp.zeros((), jnp.int32)
+    return parallel.replicate(zeros, self.mesh)
+
+  def compile(self, state, batch, totals, data) -> float:
+    """Compiles the train step ahead of time for these shapes; returns the seconds it took."""
+    clock = common.Stopwatch()
+    self._train_step = self._train_step.lower(state, batch, totals, data).compile()
+    return clock.elapsed()
+
+  def train_step(self, state, batch, totals, data=None):
+    return self._train_step(state, batch, totals, data)
+
+  # --- applying the generators
+
+  def _translate_pairs_fn(self, g_params, real_a, real_b):
+    g_a, g_b, _, _ = self._networks(g_params, None)
+    fake_b, fake_a = g_a(real_a), g_b(real_b)
+    return {"real_A": real_a, "fake_B": fake_b, "rec_A": g_b(fake_b),
+            "real_B": real_b, "fake_A": fake_a, "rec_B": g_a(fake_a)}
+
+  def sample_grid(self, g_params, real_a, real_b) -> np.ndarray:
+    """The lesson's 2×3 view per test pair, the pairs stacked top to bottom.
+
+    Row 2i: real_A, fake_B, rec_A of pair i; row 2i+1: real_B, fake_A, rec_B.
+
+    Args:
+      g_params: the generators' parameters.
+      real_a, real_b: float32 (n, S, S, C) test images in [-1, 1].
+
+    Returns:
+      uint8 (2 + 2n(S + 2), 2 + 3(S + 2), C) image.
+    """
+    out = jax.device_get(self._translate_pairs(g_params, real_a, real_b))
+    rows = []
+    for i in range(real_a.shape[0]):
+      rows += [out["real_A"][i], out["fake_B"][i], out["rec_A"][i],
+               out["real_B"][i], out["fake_A"][i], out["rec_B"][i]]
+    return image_io.make_grid(np.stack(rows), ncol=3)
+
+  def _generate_fn(self, name, g_params, x):
+    return self.generator.apply({"params": g_params[name]}, x)
+
+  def translate(self, g_params, direction: str, image: np.ndarray) -> np.ndarray:
+    """Translates one image of any size, as the reference's test mode: whole, not cropped.
+
+    The generator needs sides divisible by 4, so the image is reflect-padded at the
+    bottom and right up to the next multiple of 4 and the output cropped back. jit keeps
+    one compiled program per padded shape.
+
+    Args:
+      g_params: the generators' parameters.
+      direction: ``"AtoB"`` (G_A) or ``"BtoA"`` (G_B).
+      image: uint8 (H, W, C).
+
+    Returns:
+      uint8 (H, W, C).
+    """
+    name = {"AtoB": "G_A", "BtoA": "G_B"}[direction]
+    h, w = image.shape[:2]
+    x = to_unit_range(image)[None]
+    if min(h, w) < 5:
+      # Padded to 8, the reflection padding at quarter resolution still has 2 pixels.
+      raise ValueError(f"a {h}x{w} image is too small to translate: the generator needs "
+                       "at least 5 pixels a side.")
+    pad_h, pad_w = -h % 4, -w % 4
+    x = np.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
+    y = self._generate(name, g_params, jnp.asarray(x))
+    return image_io.to_uint8(np.asarray(y)[0, :h, :w])
+
+
+# ----------------------------------------------------------------------------- data feed
+
+class Feed:
+  """Global batches for steps k = start, start + 1, ...: indices or decoded images.
+
+  With ``data.on_device`` the two domains are decoded once and held (uint8, at
+  load_size) in device memory, and a batch is just the indices of its images; otherwise
+  grain decodes each batch on the host. Either way `unaligned.UnalignedSampler` decides
+  the content of step k from (seed, k) alone.
+  """
+
+  def __init__(self, config, mesh, domains: unaligned.Domains):
+    self.config, self.mesh = config, mesh
+    self.on_device = bool(config.data.on_device)
+    self.skipped = 0
+    if self.on_device:
+      images_a, skipped_a = unaligned.load_all(domains.train_a, config.data.num_threads)
+      images_b, skipped_b = unaligned.load_all(domains.train_b, config.data.num_threads)
+      self.skipped = skipped_a + skipped_b
+      if self.skipped:
+        logging.warning("left out %d unreadable training images", self.skipped)
+      self.data = parallel.replicate({"a": images_a, "b": images_b}, mesh)
+      num_a, num_b = len(images_a), len(images_b)
+    else:
+      self.data = None
+      self.source_a, self.source_b = domains.train_a, domains.train_b
+      num_a, num_b = len(domains.train_a), len(domains.train_b)
+    self.num_a, self.num_b = num_a, num_b
+    self.sampler = unaligned.UnalignedSampler(num_a, num_b, config.batch_size, config.seed)
+    self.epoch_size = self.sampler.epoch_size
+
+  def batches(self, start_step: int, stop_step: int):
+    """Yields the sharded global batch of each step in ``[start_step, stop_step)``."""
+    shard = dict(shard_index=jax.process_index(), shard_count=jax.process_count())
+    if self.on_device:
+      for step in range(start_step, stop_step):
+        yield parallel.shard_host_batch(unaligned.local_indices(self.sampler, step, **shard),
+                                        self.mesh)
+    else:
+      loader = unaligned.make_unaligned_loader(
+          self.source_a, self.source_b, self.sampler, start_step=start_step,
+          stop_step=stop_step, num_threads=self.config.data.num_threads, **shard)
+      for batch in loader:
+        self.skipped += int(batch.pop("skipped"))
+        yield parallel.shard_host_batch(batch, self.mesh)
+
+
+def sample_pairs(config, domains: unaligned.Domains) -> tuple[np.ndarray, np.ndarray]:
+  """The fixed test images of the sample grids: the first n of testA and testB, centred."""
+  n = min(config.n_samples, len(domains.test_a), len(domains.test_b))
+  take = lambda source: np.stack([source[i]["image"] for i in range(n)])
+  crop = config.data.crop_size
+  return (to_unit_range(center_crop(take(domains.test_a), crop)),
+          to_unit_range(center_crop(take(domains.test_b), crop)))
+
+
+# ----------------------------------------------------------------------------- loop
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains for ``n_epochs + n_epochs_decay`` epochs, writing samples and checkpoints.
+
+  Started again with the same workdir it resumes from the newest checkpoint (networks,
+  optimizers, schedule position, pools, RNG) and ends exactly where an uninterrupted run
+  ends.
+
+  Returns:
+    The last log record: step, epoch, the mean losses since the previous record, lr,
+    iterations/s, and the path of the last sample grid.
+  """
+  validate_config(config)
+  parallel.maybe_initialize_distributed()
+  mesh = parallel.make_mesh()
+  parallel.check_batch_divisible(config.batch_size, mesh, "batch_size")
+  domains = unaligned.load_domains(config.data)
+  feed = Feed(config, mesh, domains)
+  gan = CycleGAN(config, mesh, feed.epoch_size)
+  last_step = total_steps(config, feed.epoch_size)
+  stop_step = last_step if config.stop_after_step < 0 else min(last_step,
+                                                               config.stop_after_step)
+
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  meta = {"elapsed": 0.0}
+  if ckpt.latest_step() is not None:
+    state, meta = ckpt.restore(gan.abstract_state())
+    logging.info("Resuming at step %d (epoch %d) from %s", int(state.step), meta["epoch"],
+                 workdir)
+  else:
+    state = gan.init_state()
+  start_step = int(state.step)
+  metrics.write_config(workdir, config)
+  writer = metrics.MetricWriter(workdir)
+  clock = common.Stopwatch(meta["elapsed"])
+  logging.info("%s: |A| = %d, |B| = %d, epoch = %d iterations of batch %d, %d in all, "
+               "%d devices, %s", domains.description, feed.num_a, feed.num_b,
+               feed.epoch_size, config.batch_size, last_step, mesh.devices.size,
+               config.precision)
+
+  samples = [parallel.replicate(x, mesh) for x in sample_pairs(config, domains)]
+  gan_epoch = lambda step: epoch_of_step(step, config.batch_size, feed.epoch_size)
+  record = {}
+
+  def save_samples(step):
+    grid = gan.sample_grid(state.g_params, *samples)
+    path = os.path.join(workdir, "samples", f"iter_{step:06d}.png")
+    if jax.process_index() == 0:
+      image_io.save_png(path, grid)
+    writer.write_image(step, "samples", grid)
+    return path
+
+  def save_checkpoint(step):
+    ckpt.save(step, state, {"step": step, "epoch": int(gan_epoch(step)),
+                            "elapsed": clock.elapsed()})
+  if start_step < stop_step:
+    batches = feed.batches(start_step, stop_step)
+    totals = gan.zero_totals()
+    first = next(batches)
+    logging.info("train step compiled in %.1f s", gan.compile(state, first, totals, feed.data))
+    batches = _chain_first(first, batches)
+    interval = common.Stopwatch()
+    for step in common.progress(range(start_step + 1, stop_step + 1), stop_step - start_step,
+                                "cyclegan"):
+      state, totals = gan.train_step(state, next(batches), totals, feed.data)
+      if step % config.log_every == 0 or step == stop_step:
+        sums = jax.device_get(totals)  # the one host sync per log interval
+        count = max(1, int(sums["steps"]))
+        hyper = jax.device_get(state.g_opt_state.hyperparams)
+        record = {"epoch": int(gan_epoch(step - 1)),
+                  **{k: float(sums[k]) / count for k in LOSS_NAMES},
+                  "lr": float(hyper["learning_rate"]),
+                  "iterations_per_sec": count / interval.elapsed(),
+                  "skipped_files": feed.skipped, "wall_time": clock.elapsed()}
+        writer.write_scalars(step, record)
+        logging.info("step %d epoch %d: %s", step, record["epoch"], "  ".join(
+            f"{k} {record[k]:.3f}" for k in LOSS_NAMES))
+        totals, interval = gan.zero_totals(), common.Stopwatch()
+      if step % config.sample_every == 0 or step == stop_step:
+        record["sample"] = save_samples(step)
+      if step % config.checkpoint_every == 0 or step == stop_step:
+        save_checkpoint(step)
+  ckpt.close()
+  writer.close()
+  if record:
+    print(f"step {stop_step}/{last_step}: "
+          + ", ".join(f"{k} {record[k]:.3f}" for k in LOSS_NAMES)
+          + f"; {clock.elapsed():.1f} s; samples in {record['sample']}", flush=True)
+    record["step"] = stop_step
+  return record
+
+
+def _chain_first(first, rest):
+  yield first
+  yield from rest
+
+
+# ----------------------------------------------------------------------------- translate
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run in ``workdir`` was started with (its config.json)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: --workdir must be a CycleGAN training run.")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def load_generators(workdir: str, config=None, step: int | None = None):
+  """``(CycleGAN, g_params, meta)`` from a run's checkpoint (default: the newest)."""
+  config = config or load_run_config(workdir)
+  # The epoch size only shapes the learning-rate schedule, which translation does not use.
+  gan = CycleGAN(config, parallel.make_mesh(), epoch_size=1)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
+  try:
+    state, meta = ckpt.restore(gan.abstract_state(), step)
+  finally:
+    ckpt.close()
+  return gan, state.g_params, meta
+
+
+def translate_folder(workdir: str, direction: str, input_dir: str, output_dir: str,
+                     step: int | None = None) -> dict:
+  """Translates every image under ``input_dir`` at its own size with a trained generator.
+
+  Outputs are PNGs at the same relative paths under ``output_dir``, same size as the
+  inputs. Unreadable files are skipped and counted.
+
+  Args:
+    workdir: a CycleGAN training run (config.json + checkpoints).
+    direction: ``"AtoB"`` (G_A) or ``"BtoA"`` (G_B).
+    input_dir, output_dir: folders.
+    step: checkpoint step (default: the newest).
+
+  Returns:
+    ``{"written": [paths], "skipped": n, "step": checkpoint step}``.
+  """
+  if direction not in ("AtoB", "BtoA"):
+    raise ValueError(f"direction={direction!r}: use AtoB (G_A) or BtoA (G_B).")
+  gan, g_params, meta = load_generators(workdir, step=step)
+  mode = "L" if gan.channels == 1 else "RGB"
+  written, skipped = [], 0
+  for path in list_image_files(input_dir):
+    try:
+      with Image.open(path) as img:
+        image = np.asarray(img.convert(mode), np.uint8)
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning("Skipping unreadable image %s: %s: %s", path, type(e).__name__, e)
+      skipped += 1
+      continue
+    out = gan.translate(g_params, direction, image.reshape(*image.shape[:2], gan.channels))
+    rel = os.path.splitext(os.path.relpath(path, input_dir))[0] + ".png"
+    written.append(image_io.save_png(os.path.join(output_dir, rel), out))
+  logging.info("translated %d images %s with step %d into %s (%d unreadable skipped)",
+               len(written), direction, meta["step"], output_dir, skipped)
+  return {"written": written, "skipped": skipped, "step": meta["step"]}
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+def benchmark_setup(variant: str | None, batch: int | None, precision_name: str | None):
+  """A full training iteration on random data of the variant's shape, for the benchmark.
+
+  Returns:
+    ``(step_fn, carry, images_per_call, compiled, compile_seconds, config)``:
+    ``step_fn(carry) -> carry`` runs one iteration (batch gather, crop/flip, generators'
+    and discriminators' steps, pools), ``images_per_call`` is the batch size (pairs: one
+    image of A and one of B each), ``compiled`` the AOT-compiled step.
+  """
+  from experiments.configs import cyclegan as cyclegan_configs  # pylint: disable=g-import-not-at-top
+  config = cyclegan_configs.get_config(variant or "horse2zebra")
+  with config.unlocked():
+    if batch:
+      config.batch_size = batch
+    if precision_name:
+      config.precision = precision_name
+  mesh = parallel.make_mesh()
+  channels = image_channels(config)
+  n = 4 * config.batch_size
+  rng = np.random.default_rng(0)
+  size = config.data.load_size
+  images = lambda: rng.integers(0, 256, (n, size, size, channels), np.uint8)
+  domains = unaligned.Domains(*(unaligned.ArraySource(images()) for _ in range(4)),
+                              channels=channels, description="random")
+  with config.unlocked():
+    config.data.on_device = True
+  feed = Feed(config, mesh, domains)
+  gan = CycleGAN(config, mesh, feed.epoch_size)
+  state, totals = gan.init_state(), gan.zero_totals()
+  batch_indices = next(feed.batches(0, 1))
+  seconds = gan.compile(state, batch_indices, totals, feed.data)
+
+  def step_fn(carry):
+    state, totals = carry
+    return gan.train_step(state, batch_indices, totals, feed.data)
+
+  return step_fn, (state, totals), config.batch_size, gan._train_step, seconds, config
