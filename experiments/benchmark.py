@@ -14,7 +14,6 @@ This, not a timed test, is where jaxgan's speed figures come from.
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 

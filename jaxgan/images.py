@@ -7,7 +7,6 @@ sampling script without touching an accelerator. Arrays are NHWC / HWC.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image

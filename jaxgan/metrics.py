@@ -60,6 +60,17 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def read_config(workdir: str, what: str = "a training run"):
+  """The config a run in ``workdir`` was started with (its config.json)."""
+  import ml_collections
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: --workdir must be the folder of {what} "
+                            "(the --workdir it was trained with).")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
 def write_config(workdir: str, config) -> None:
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)

@@ -15,7 +15,7 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from conftest import needs_fashion_mnist
+from conftest import needs_fashion_mnist, override
 from experiments import cyclegan as cyclegan_cli
 from experiments import translate as translate_cli
 from experiments.configs import cyclegan as cyclegan_configs
@@ -24,15 +24,7 @@ from jaxgan.train import cyclegan
 
 
 def smoke_config(**overrides):
-  config = cyclegan_configs.get_config("smoke")
-  with config.unlocked():
-    for key, value in overrides.items():
-      target = config
-      *path, last = key.split(".")
-      for part in path:
-        target = getattr(target, part)
-      setattr(target, last, value)
-  return config
+  return override(cyclegan_configs.get_config("smoke"), **overrides)
 
 
 def run_cli(module, args):

@@ -11,7 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 from absl import flags
 
-from conftest import needs_fashion_mnist
+from conftest import needs_fashion_mnist, override
 from experiments import darknet as darknet_cli
 from experiments.configs import darknet as darknet_configs
 from jaxgan import checkpoint, metrics, parallel
@@ -22,15 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def smoke_config(**overrides):
-  config = darknet_configs.get_config("smoke")
-  with config.unlocked():
-    for key, value in overrides.items():
-      target = config
-      *path, last = key.split(".")
-      for part in path:
-        target = getattr(target, part)
-      setattr(target, last, value)
-  return config
+  return override(darknet_configs.get_config("smoke"), **overrides)
 
 
 def latest_state(workdir, config):

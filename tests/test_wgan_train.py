@@ -12,7 +12,7 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from conftest import needs_fashion_mnist
+from conftest import needs_fashion_mnist, override
 from experiments.configs import wgan as wgan_configs
 from jaxgan import images, metrics, parallel
 from jaxgan.data import folder
@@ -24,15 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def smoke_config(**overrides):
-  config = wgan_configs.get_config("smoke")
-  with config.unlocked():
-    for key, value in overrides.items():
-      target = config
-      *path, last = key.split(".")
-      for part in path:
-        target = getattr(target, part)
-      setattr(target, last, value)
-  return config
+  return override(wgan_configs.get_config("smoke"), **overrides)
 
 
 def run_cli(module, args):

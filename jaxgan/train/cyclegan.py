@@ -23,7 +23,6 @@ device with the state replicated.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -642,11 +641,7 @@ def _chain_first(first, rest):
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run in ``workdir`` was started with (its config.json)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: --workdir must be a CycleGAN training run.")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return metrics.read_config(workdir, "a CycleGAN run")
 
 
 def load_generators(workdir: str, config=None, step: int | None = None):

@@ -8,7 +8,6 @@ the replicated state from the global batch sharded over a ("data",) mesh.
 """
 
 import functools
-import json
 import os
 from typing import Any
 
@@ -344,11 +343,7 @@ def evaluate_checkpoint(workdir: str, config: ml_collections.ConfigDict | None =
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run in ``workdir`` was started with (its config.json)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: pass --config, or a --workdir of a run.")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return metrics.read_config(workdir, "a Darknet run")
 
 
 def _head(data: ImageClassificationData, n: int) -> ImageClassificationData:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import json
 import os
 from typing import Any
 
@@ -646,12 +645,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run in ``workdir`` was started with (its config.json)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: --workdir must be the folder of a WGAN run "
-                            "(the one given to experiments.wgan).")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return metrics.read_config(workdir, "a WGAN run")
 
 
 def restore_state(workdir: str, config=None, step: int | None = None):
