@@ -20,7 +20,7 @@ from absl import app, flags
 from experiments.configs import darknet as darknet_configs
 from jaxgan import parallel
 from jaxgan.data.classification import ImageClassificationData
-from jaxgan.train import darknet
+from jaxgan.train import common, darknet
 
 flags.DEFINE_integer("batch", None, "Global batch size (default: the config's).")
 flags.DEFINE_enum("precision", None, ["fp32", "bf16", "fp16"], "Compute precision.")
@@ -55,12 +55,8 @@ def peak_memory_bytes():
 
 def darknet_benchmark(variant, batch, precision):
   """Returns (step(state) -> state, state, images per step, compiled executable)."""
-  config = darknet_configs.get_config(variant or "cifar10")
-  with config.unlocked():
-    if batch:
-      config.batch_size = batch
-    if precision:
-      config.precision = precision
+  config = common.with_overrides(darknet_configs.get_config(variant or "cifar10"),
+                                 batch_size=batch, precision=precision)
   size, channels = (28, 1) if config.dataset == "fashion_mnist" else (32, 3)
   n = config.batch_size * 4
   rng = np.random.default_rng(0)

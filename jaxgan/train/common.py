@@ -56,3 +56,12 @@ def quiet_library_logs() -> None:
   if not any(isinstance(f, _LibraryNoiseFilter) for f in handler.filters):
     handler.addFilter(_LibraryNoiseFilter())
   pylogging.getLogger("jax").setLevel(pylogging.WARNING)
+
+
+def with_overrides(config, **fields):
+  """Sets the given config fields, skipping those passed as None (e.g. benchmark flags)."""
+  with config.unlocked():
+    for name, value in fields.items():
+      if value is not None and value != 0:
+        setattr(config, name, value)
+  return config

@@ -706,12 +706,8 @@ def benchmark_setup(variant: str | None, batch: int | None, precision_name: str 
     image of A and one of B each), ``compiled`` the AOT-compiled step.
   """
   from experiments.configs import cyclegan as cyclegan_configs  # pylint: disable=g-import-not-at-top
-  config = cyclegan_configs.get_config(variant or "horse2zebra")
-  with config.unlocked():
-    if batch:
-      config.batch_size = batch
-    if precision_name:
-      config.precision = precision_name
+  config = common.with_overrides(cyclegan_configs.get_config(variant or "horse2zebra"),
+                                 batch_size=batch, precision=precision_name)
   mesh = parallel.make_mesh()
   channels = image_channels(config)
   n = 4 * config.batch_size

@@ -687,12 +687,8 @@ def benchmark_setup(variant: str | None = None, batch: int | None = None,
   # The configs live with the entry points; only this helper reaches for them.
   from experiments.configs import wgan as wgan_configs  # pylint: disable=g-import-not-at-top
 
-  config = wgan_configs.get_config(variant or "lsun")
-  with config.unlocked():
-    if batch:
-      config.batch_size = batch
-    if precision:
-      config.precision = precision
+  config = common.with_overrides(wgan_configs.get_config(variant or "lsun"),
+                                 batch_size=batch, precision=precision)
   mesh = parallel.make_mesh()
   parallel.check_batch_divisible(config.batch_size, mesh, "batch_size")
   wgan = WGAN(config, mesh)
