@@ -26,8 +26,9 @@ def make_mesh(devices=None) -> Mesh:
   return Mesh(np.asarray(devices), ("data",))
 
 
-def data_sharding(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P("data"))
+def data_sharding(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
+  """Split along ``batch_axis`` over the devices (1 for a WGAN block (n, B, ...))."""
+  return NamedSharding(mesh, P(*([None] * batch_axis), "data"))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -40,6 +41,13 @@ def check_batch_divisible(batch_size: int, mesh: Mesh, what: str = "batch_size")
     lower, upper = batch_size - batch_size % n, batch_size + n - batch_size % n
     raise ValueError(f"{what}={batch_size} does not divide by the {n} devices: set "
                      f"--config.{what}={lower or upper} or {upper}.")
+
+
+def abstract_replicated(shapes, mesh: Mesh):
+  """``jax.eval_shape`` output → ShapeDtypeStructs replicated over ``mesh`` (restore targets)."""
+  sharding = replicated(mesh)
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                      shapes)
 
 
 def replicate(tree, mesh: Mesh):

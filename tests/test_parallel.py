@@ -19,11 +19,10 @@ SCRIPT = textwrap.dedent("""
 
     def train(devices, steps=4):
       clf = darknet.Classifier(config, parallel.make_mesh(devices), data, data)
-      state, losses = clf.init_state(), []
-      perm = clf.epoch_permutation(state, 0)
+      state, losses, batches = clf.init_state(), [], clf.batches(0)
       for _ in range(steps):
-        state, totals = clf.train_step(state, perm, clf.zero_totals())
-        losses.append(float(totals["loss"]))
+        state, step_metrics = clf.train_step(state, next(batches))
+        losses.append(float(step_metrics["loss"]))
       return losses, jax.device_get(state), clf.evaluate(state)
 
     one_losses, one_state, one_eval = train(jax.devices()[:1])

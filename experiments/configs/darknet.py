@@ -17,7 +17,7 @@ Variants:
                  with two other training jobs sharing the cores: 90.45% test accuracy after
                  8 epochs, 787 s of training, 13 min 49 s wall with start-up; ~630-870
                  images/s. (6 epochs at batch 256 gave 89.0% in 512 s.)
-  smoke          Tiny, for tests.
+  smoke          Tiny, for tests and a first try: 64 Fashion-MNIST images, runs offline.
 
 Command:
   python -m experiments.darknet --config experiments/configs/darknet.py:fashion_mnist \\
@@ -57,7 +57,10 @@ def get_config(variant: str = "cifar10") -> ml_collections.ConfigDict:
   c.pct = 20.0
   c.moms = (0.95, 0.85)
   c.weight_decay = 1e-4
-  c.pad = 4  # reflection padding before the random crop: sz // 8
+  c.pad = 4  # padding before the random crop: sz // 8
+  # fastai 0.7 pads with cv2.BORDER_REFLECT, which repeats the edge pixel: numpy's
+  # "symmetric". "reflect" (edge not repeated) and "constant" (zeros) are the others.
+  c.pad_mode = "symmetric"
   c.precision = "bf16"  # fp32 | bf16 | fp16
   c.initial_loss_scale = 2.0**15  # fp16 only
   c.target_accuracy = 0.94
@@ -82,7 +85,8 @@ def get_config(variant: str = "cifar10") -> ml_collections.ConfigDict:
     c.pad = 3
     c.precision = "fp32"
     c.target_accuracy = 0.90
-  elif variant == "smoke":
+  elif variant == "smoke":  # offline: Fashion-MNIST from Debian's package
+    c.dataset = "fashion_mnist"
     c.model.num_blocks = (1, 1)
     c.model.nf = 4
     c.batch_size = 16

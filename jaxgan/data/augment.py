@@ -14,12 +14,12 @@ def random_flip(key, images):
   return jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)
 
 
-def reflect_pad_crop(key, images, pad: int):
-  """fastai's default padding: reflect ``pad`` pixels each side, then a random crop back."""
+def reflect_pad_crop(key, images, pad: int, mode: str = "symmetric"):
+  """Pads ``pad`` pixels each side (numpy ``mode``), then a random crop back."""
   if pad == 0:
     return images
   n, h, w, _ = images.shape
-  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=mode)
   ky, kx = jax.random.split(key)
   ys = jax.random.randint(ky, (n,), 0, 2 * pad + 1)
   xs = jax.random.randint(kx, (n,), 0, 2 * pad + 1)
@@ -27,10 +27,10 @@ def reflect_pad_crop(key, images, pad: int):
   return jax.vmap(crop)(padded, ys, xs)
 
 
-def flip_pad_crop(key, images, pad: int):
+def flip_pad_crop(key, images, pad: int, mode: str = "symmetric"):
   """The lesson's CIFAR-10 training transform: RandomFlip, reflection pad sz//8, random crop."""
   k_flip, k_crop = jax.random.split(key)
-  return reflect_pad_crop(k_crop, random_flip(k_flip, images), pad)
+  return reflect_pad_crop(k_crop, random_flip(k_flip, images), pad, mode)
 
 
 def normalize(images, mean, std, dtype=jnp.float32):

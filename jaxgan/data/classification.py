@@ -27,6 +27,12 @@ class ImageClassificationData:
   def __len__(self):
     return len(self.labels)
 
+  def head(self, n: int) -> "ImageClassificationData":
+    """The first ``n`` examples (quick experiments, tests); all of them for n = 0."""
+    if not n:
+      return self
+    return dataclasses.replace(self, images=self.images[:n], labels=self.labels[:n])
+
 
 # Per-channel statistics of the training images, in [0, 1] units. CIFAR-10's are the
 # lesson's; Fashion-MNIST's were computed from its 60,000 training images (a test checks).

@@ -3,12 +3,12 @@
 Reads like the lesson: load the data, build the network, SGD with momentum and L2 weight
 decay driven by the one-cycle schedules, fit for ``num_epochs`` as one cycle, report
 accuracy. What is new is how it runs: the uint8 data set lives in device memory, each
-iteration is one jitted step that picks its batch, augments it on the device, and updates
-the replicated state from the global batch sharded over a ("data",) mesh.
+iteration is one jitted step that gathers its batch there, augments it, and updates the
+replicated state from the global batch sharded over a ("data",) mesh; the shared loop
+(`jaxgan.train.loop`) evaluates, logs and checkpoints once per epoch.
 """
 
 import functools
-import os
 from typing import Any
 
 import flax
@@ -22,7 +22,8 @@ from absl import logging
 from jaxgan import checkpoint, metrics, models, optim, parallel, precision
 from jaxgan.data import augment
 from jaxgan.data.classification import ImageClassificationData, load_classification
-from jaxgan.train import common
+from jaxgan.data.device import DeviceDataset, EpochSampler, batches_from
+from jaxgan.train import config_checks, loop
 
 
 @flax.struct.dataclass
@@ -39,10 +40,11 @@ class TrainState:
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Catches impossible settings before any data is read."""
-  common.check_choice("dataset", config.dataset, ("cifar10", "fashion_mnist"))
-  common.check_choice("model.name", config.model.name, ("darknet", "wrn_22", "wide_resnet"))
+  config_checks.choice(config, "dataset", ("cifar10", "fashion_mnist"))
+  config_checks.choice(config, "model.name", ("darknet", "wrn_22", "wide_resnet"))
+  config_checks.choice(config, "pad_mode", ("symmetric", "reflect", "constant"))
   precision.get_policy(config.precision)
-  common.check_positive(config, "batch_size", "eval_batch_size", "num_epochs", "max_lr")
+  config_checks.positive(config, "batch_size", "eval_batch_size", "num_epochs", "max_lr")
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int,
@@ -58,7 +60,15 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int,
                            k=m.k, start_nf=m.start_nf, num_classes=num_classes, **dtypes)
 
 
-def make_optimizer(config, total_steps: int):
+def make_optimizer(config, total_steps: int | None):
+  """SGD with L2 driven by one cycle over ``total_steps``.
+
+  ``total_steps=None`` (evaluation) gives constant schedules: the same optimizer state
+  structure, which is all a restore for evaluation needs.
+  """
+  if total_steps is None:
+    return optim.sgd_l2(optax.constant_schedule(config.max_lr),
+                        optax.constant_schedule(config.moms[0]), config.weight_decay)
   lr, momentum = optim.one_cycle(total_steps, config.max_lr, config.div, config.pct,
                                  tuple(config.moms))
   return optim.sgd_l2(lr, momentum, config.weight_decay)
@@ -67,8 +77,7 @@ def make_optimizer(config, total_steps: int):
 def create_train_state(model, tx, image_shape, seed: int,
                        policy: precision.Policy, initial_loss_scale: float = 2.0**15):
   init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      init_key, jnp.zeros((1, *image_shape), jnp.float32))
+  variables = model.init(init_key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
   params = variables["params"]
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params,
@@ -85,14 +94,13 @@ def cross_entropy(logits, labels):
 
 # ----------------------------------------------------------------------------- steps
 
-def train_step(state: TrainState, images, labels, perm, totals, *, model, tx, mean, std,
-               pad: int, batch_size: int, steps_per_epoch: int, compute_dtype, batch_sharding):
+def train_step(state: TrainState, data, indices, *, model, tx, mean, std, pad: int,
+               pad_mode: str, compute_dtype, batch_sharding):
   """One iteration: gather the batch, augment it, one SGD update. Pure; jitted once."""
-  i = state.step % steps_per_epoch
-  idx = jax.lax.dynamic_slice(perm, (i * batch_size,), (batch_size,))
-  x = jax.lax.with_sharding_constraint(images[idx], batch_sharding)
-  y = jax.lax.with_sharding_constraint(labels[idx], batch_sharding)
-  x = augment.flip_pad_crop(jax.random.fold_in(state.rng, state.step), x, pad)
+  batch = DeviceDataset.take(data, indices)
+  x = jax.lax.with_sharding_constraint(batch["image"], batch_sharding)
+  y = jax.lax.with_sharding_constraint(batch["label"], batch_sharding)
+  x = augment.flip_pad_crop(jax.random.fold_in(state.rng, state.step), x, pad, pad_mode)
   x = augment.normalize(x, mean, std, compute_dtype)
   scale = 1.0 if state.loss_scale is None else state.loss_scale.scale
 
@@ -108,15 +116,19 @@ def train_step(state: TrainState, images, labels, perm, totals, *, model, tx, me
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                       batch_stats=batch_stats, opt_state=opt_state)
+  hyper = state.opt_state.hyperparams  # the values this step trained with
+  step_metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y),
+                  "lr": hyper["learning_rate"], "momentum": hyper["momentum"]}
   if state.loss_scale is not None:
-    # fp16 overflow: keep the old weights and statistics, halve the scale, move on.
-    new = precision.select_tree(finite, new, state.replace(step=state.step + 1))
+    # fp16 overflow: keep the old weights, statistics and momentum buffer and halve the
+    # scale. The one-cycle position still advances, as under PyTorch AMP and fastai.
+    skipped = state.replace(step=state.step + 1, opt_state=opt_state._replace(
+        inner_state=state.opt_state.inner_state))
+    new = precision.select_tree(finite, new, skipped)
     new = new.replace(loss_scale=state.loss_scale.update(finite))
-    totals = dict(totals, skipped=totals["skipped"] + (~finite).astype(jnp.int32))
-  correct = jnp.sum(jnp.argmax(logits, -1) == y)
-  totals = dict(totals, loss=totals["loss"] + loss, correct=totals["correct"] + correct,
-                steps=totals["steps"] + 1)
-  return new, totals
+    step_metrics.update(skipped=(~finite).astype(jnp.float32),
+                        loss_scale=state.loss_scale.scale)
+  return new, step_metrics
 
 
 def eval_step(state: TrainState, images, labels, start, *, model, mean, std, batch_size: int,
@@ -138,7 +150,15 @@ def eval_step(state: TrainState, images, labels, start, *, model, mean, std, bat
 
 
 class Classifier:
-  """A data set on the devices and the jitted steps that train and evaluate on it."""
+  """The network, its optimizer, the data on the devices and the steps: the loop's task.
+
+  Args:
+    config: a config from ``experiments/configs/darknet.py`` (already validated).
+    mesh: the ("data",) mesh.
+    train_data: the training set, or None to evaluate only.
+    test_data: the test set (its statistics normalise both).
+  """
+  what = "a Darknet run"
 
   def __init__(self, config, mesh, train_data: ImageClassificationData | None,
                test_data: ImageClassificationData):
@@ -153,25 +173,21 @@ class Classifier:
     sharding = parallel.data_sharding(mesh)
     common_kw = dict(model=self.model, mean=self.mean, std=self.std,
                      compute_dtype=self.policy.compute_dtype, batch_sharding=sharding)
+    self.time_to_target = None
 
+    self.tx = make_optimizer(config, None)  # evaluation only: no schedule
     if train_data is not None:
       self.num_train = len(train_data)
-      self.steps_per_epoch = self.num_train // config.batch_size
-      if self.steps_per_epoch == 0:
-        raise ValueError(f"batch_size={config.batch_size} is larger than the "
-                         f"{self.num_train} training images: lower --config.batch_size.")
+      self.sampler = EpochSampler(self.num_train, config.batch_size, config.seed)
+      self.steps_per_epoch = self.sampler.steps_per_epoch
       self.total_steps = self.steps_per_epoch * config.num_epochs
       self.tx = make_optimizer(config, self.total_steps)
-      # Whole uint8 data set on every device: the step gathers its own batch.
-      self.train_images = parallel.replicate(train_data.images, mesh)
-      self.train_labels = parallel.replicate(train_data.labels, mesh)
+      self.data = DeviceDataset({"image": train_data.images, "label": train_data.labels},
+                                mesh)
       self._train_step = jax.jit(
-          functools.partial(train_step, tx=self.tx, pad=config.pad,
-                            batch_size=config.batch_size,
-                            steps_per_epoch=self.steps_per_epoch, **common_kw),
-          donate_argnums=(0, 4))
-    else:
-      self.tx = make_optimizer(config, max(3, config.num_epochs))  # structure only
+          functools.partial(train_step, tx=self.tx, pad=config.pad, pad_mode=config.pad_mode,
+                            **common_kw),
+          donate_argnums=(0,))
 
     # Test set padded to whole batches; label −1 marks the padding.
     n_test = len(test_data)
@@ -184,38 +200,79 @@ class Classifier:
     self._eval_step = {tta: jax.jit(functools.partial(
         eval_step, batch_size=config.eval_batch_size, tta=tta, **common_kw))
                        for tta in (False, True)}
-    self._permutation = jax.jit(
-        lambda key, epoch, n: jax.random.permutation(jax.random.fold_in(key, epoch), n),
-        static_argnums=2, out_shardings=parallel.replicated(mesh))
+
+  # --- the state
+
+  def _create_state(self):
+    return create_train_state(self.model, self.tx, self.image_shape, self.config.seed,
+                              self.policy, self.config.initial_loss_scale)
 
   def init_state(self) -> TrainState:
-    state = create_train_state(self.model, self.tx, self.image_shape, self.config.seed,
-                               self.policy, self.config.initial_loss_scale)
-    return parallel.replicate(state, self.mesh)
+    return jax.jit(self._create_state, out_shardings=parallel.replicated(self.mesh))()
 
-  def epoch_permutation(self, state: TrainState, epoch: int):
-    # A key of its own so the data order does not depend on the augmentation stream.
-    return self._permutation(jax.random.fold_in(state.rng, 2**30), epoch, self.num_train)
+  def abstract_state(self) -> TrainState:
+    """Shapes, dtypes and shardings of the state, computing nothing (restore targets)."""
+    return parallel.abstract_replicated(jax.eval_shape(self._create_state), self.mesh)
 
-  def zero_totals(self):
-    zeros = {"loss": jnp.zeros((), jnp.float32), "correct": jnp.zeros((), jnp.int32),
-             "steps": jnp.zeros((), jnp.int32), "skipped": jnp.zeros((), jnp.int32)}
-    return parallel.replicate(zeros, self.mesh)
+  # --- training, as the loop drives it
 
-  def compile(self, state, perm, totals) -> float:
-    """Compiles the train step ahead of time; returns the seconds it took."""
-    clock = common.Stopwatch()
-    self._train_step = self._train_step.lower(
-        state, self.train_images, self.train_labels, perm, totals).compile()
-    return clock.elapsed()
+  def batches(self, start: int):
+    return batches_from(self.sampler.indices, start, self.data.to_device)
+
+  def compile(self, state, indices) -> None:
+    self._train_step = self._train_step.lower(state, self.data.arrays, indices).compile()
 
   @property
   def compiled_train_step(self):
     """The executable after ``compile`` (its ``cost_analysis`` feeds the benchmark)."""
     return self._train_step
 
-  def train_step(self, state, perm, totals):
-    return self._train_step(state, self.train_images, self.train_labels, perm, totals)
+  def train_step(self, state, indices):
+    return self._train_step(state, self.data.arrays, indices)
+
+  def summarize(self, step: int, stacked: dict, seconds: float) -> dict:
+    steps = len(stacked["loss"])
+    record = {"epoch": step / self.steps_per_epoch,
+              "train_loss": float(np.mean(stacked["loss"])),
+              "train_accuracy": float(np.mean(stacked["accuracy"])),
+              "images_per_sec": steps * self.config.batch_size / seconds,
+              "lr": float(stacked["lr"][-1]), "momentum": float(stacked["momentum"][-1])}
+    if "skipped" in stacked:
+      record["skipped_steps"] = int(np.sum(stacked["skipped"]))
+      record["loss_scale"] = float(stacked["loss_scale"][-1])
+    return record
+
+  def evaluate_hook(self, state, step: int, record: dict) -> dict:  # pylint: disable=unused-argument
+    """Per epoch: test loss and accuracy, and when the target accuracy was first reached."""
+    evaluation = self.evaluate(state)
+    if (self.time_to_target is None and "wall_time" in record
+        and evaluation["test_accuracy"] >= self.config.target_accuracy):
+      self.time_to_target = record["wall_time"]
+    return {**evaluation, "time_to_target": self.time_to_target}
+
+  def log_line(self, step: int, r: dict) -> str:
+    return (f"epoch {r.get('epoch', step / self.steps_per_epoch):g}: train loss "
+            f"{r.get('train_loss', float('nan')):.4f}, test loss {r['test_loss']:.4f}, "
+            f"accuracy {r['test_accuracy']:.4f}, {r.get('images_per_sec', 0):.0f} images/s, "
+            f"{r.get('wall_time', 0):.1f} s")
+
+  def summary(self, record: dict) -> str:
+    target = self.config.target_accuracy
+    reached = (f"{target:.0%} first reached at {self.time_to_target:.1f} s"
+               if self.time_to_target is not None else f"{target:.0%} not reached")
+    return (f"final test accuracy {record['test_accuracy']:.4f}, total time "
+            f"{record['wall_time']:.1f} s, {reached}")
+
+  def meta(self) -> dict:
+    return {"time_to_target": self.time_to_target}
+
+  def load_meta(self, meta: dict) -> None:
+    self.time_to_target = meta.get("time_to_target")
+
+  def close(self) -> None:
+    pass
+
+  # --- evaluation
 
   def evaluate(self, state: TrainState, tta: bool = False) -> dict:
     step = self._eval_step[tta]
@@ -227,7 +284,15 @@ class Classifier:
             "test_accuracy": sum(int(s["correct"]) for s in sums) / count}
 
 
-# ----------------------------------------------------------------------------- loop
+# ----------------------------------------------------------------------------- runs
+
+def load_data(config) -> tuple[ImageClassificationData, ImageClassificationData]:
+  """The training and test sets a config names, cut to its ``max_*_examples``."""
+  train_data = load_classification(config.dataset, "train", config.data_dir)
+  test_data = load_classification(config.dataset, "test", config.data_dir)
+  return (train_data.head(config.max_train_examples),
+          test_data.head(config.max_test_examples))
+
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains for ``config.num_epochs`` (one cycle), evaluating and checkpointing each epoch.
@@ -243,100 +308,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = parallel.make_mesh()
   parallel.check_batch_divisible(config.batch_size, mesh, "batch_size")
   parallel.check_batch_divisible(config.eval_batch_size, mesh, "eval_batch_size")
-  train_data = load_classification(config.dataset, "train", config.data_dir)
-  test_data = load_classification(config.dataset, "test", config.data_dir)
-  if config.max_train_examples:
-    train_data = _head(train_data, config.max_train_examples)
-  if config.max_test_examples:
-    test_data = _head(test_data, config.max_test_examples)
-
+  train_data, test_data = load_data(config)
   clf = Classifier(config, mesh, train_data, test_data)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
-  state = clf.init_state()
-  start_epoch, meta = 0, {"elapsed": 0.0, "time_to_target": None}
-  if ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(state)
-    start_epoch = meta["epoch"] + 1
-    logging.info("Resuming from epoch %d (step %d) in %s", start_epoch, int(state.step), workdir)
-  metrics.write_config(workdir, config)
-  writer = metrics.MetricWriter(workdir)
-  clock = common.Stopwatch(meta["elapsed"])
-  time_to_target = meta["time_to_target"]
+  spe = clf.steps_per_epoch
   logging.info("%s: %d train / %d test images, %d steps per epoch, %d devices, %s",
-               config.dataset, clf.num_train, len(test_data), clf.steps_per_epoch,
-               mesh.devices.size, config.precision)
+               config.dataset, clf.num_train, len(test_data), spe, mesh.devices.size,
+               config.precision)
+  stop_after = -1 if config.stop_after_epoch < 0 else (config.stop_after_epoch + 1) * spe
+  return loop.train(clf, config, workdir, num_steps=clf.total_steps, log_every=spe,
+                    checkpoint_every=spe, stop_after=stop_after,
+                    hooks=(loop.Every(spe, clf.evaluate_hook),), desc="darknet")
 
-  if start_epoch < config.num_epochs:
-    compile_time = clf.compile(state, clf.epoch_permutation(state, start_epoch),
-                               clf.zero_totals())
-    logging.info("train step compiled in %.1f s", compile_time)
-  record = {}
-  last_epoch = config.num_epochs - 1
-  if config.stop_after_epoch >= 0:
-    last_epoch = min(last_epoch, config.stop_after_epoch)
-  for epoch in range(start_epoch, last_epoch + 1):
-    perm = clf.epoch_permutation(state, epoch)
-    totals = clf.zero_totals()
-    epoch_clock = common.Stopwatch()
-    for _ in common.progress(range(clf.steps_per_epoch), clf.steps_per_epoch,
-                             f"epoch {epoch + 1}/{config.num_epochs}"):
-      state, totals = clf.train_step(state, perm, totals)
-    totals = jax.device_get(totals)  # the epoch's one host sync
-    train_time = epoch_clock.elapsed()
-    evaluation = clf.evaluate(state, tta=False)
-    seen = int(totals["steps"]) * config.batch_size
-    hyper = jax.device_get(state.opt_state.hyperparams)
-    record = {
-        "epoch": epoch + 1,
-        "train_loss": float(totals["loss"]) / max(1, int(totals["steps"])),
-        "train_accuracy": int(totals["correct"]) / max(1, seen),
-        **evaluation,
-        "images_per_sec": seen / train_time,
-        "epoch_time": epoch_clock.elapsed(),
-        "wall_time": clock.elapsed(),
-        "lr": float(hyper["learning_rate"]), "momentum": float(hyper["momentum"]),
-    }
-    if state.loss_scale is not None:
-      record["loss_scale"] = float(state.loss_scale.scale)
-      record["skipped_steps"] = int(totals["skipped"])
-    if time_to_target is None and evaluation["test_accuracy"] >= config.target_accuracy:
-      time_to_target = record["wall_time"]
-    record["time_to_target"] = time_to_target
-    writer.write_scalars(int(state.step), record)
-    logging.info("epoch %d: train loss %.4f, test loss %.4f, accuracy %.4f, %.0f images/s, "
-                 "%.1f s", epoch + 1, record["train_loss"], record["test_loss"],
-                 record["test_accuracy"], record["images_per_sec"], record["wall_time"])
-    ckpt.save(epoch, state, {"epoch": epoch, "step": int(state.step),
-                             "elapsed": clock.elapsed(), "time_to_target": time_to_target})
-  ckpt.close()
-  writer.close()
-  if record:
-    target = (f"{config.target_accuracy:.0%} first reached at {time_to_target:.1f} s"
-              if time_to_target is not None else f"{config.target_accuracy:.0%} not reached")
-    logging.info("Done: test accuracy %.4f after %d epochs in %.1f s; %s.",
-                 record["test_accuracy"], record["epoch"], record["wall_time"], target)
-    print(f"final test accuracy {record['test_accuracy']:.4f}, total time "
-          f"{record['wall_time']:.1f} s, {target}", flush=True)
-  return record
+
+def restore(workdir: str, config=None, step: int | None = None):
+  """``(classifier, state, meta)`` of a run's checkpoint (default: the newest)."""
+  config = load_run_config(workdir) if config is None else config
+  validate_config(config)
+  _, test_data = load_data(config)
+  clf = Classifier(config, parallel.make_mesh(), None, test_data)
+  ckpt = checkpoint.Checkpointer(f"{workdir}/checkpoints")
+  try:
+    state, meta = ckpt.restore(clf.abstract_state(), step)
+  finally:
+    ckpt.close()
+  return clf, state, meta
 
 
 def evaluate_checkpoint(workdir: str, config: ml_collections.ConfigDict | None = None,
                         tta: bool = False, step: int | None = None) -> dict:
   """Test-set loss and accuracy of a saved checkpoint (``tta``: average with the flip)."""
-  if config is None:
-    config = load_run_config(workdir)
-  validate_config(config)
-  mesh = parallel.make_mesh()
-  test_data = load_classification(config.dataset, "test", config.data_dir)
-  if config.max_test_examples:
-    test_data = _head(test_data, config.max_test_examples)
-  clf = Classifier(config, mesh, None, test_data)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
-  target = clf.init_state()
-  state, meta = ckpt.restore(target, step)
-  ckpt.close()
-  result = {"epoch": meta["epoch"] + 1, **clf.evaluate(state, tta=tta), "tta": tta}
-  print(f"checkpoint epoch {result['epoch']}: test accuracy {result['test_accuracy']:.4f}, "
+  clf, state, meta = restore(workdir, config, step)
+  result = {"step": meta["step"], **clf.evaluate(state, tta=tta), "tta": tta}
+  print(f"checkpoint step {meta['step']}: test accuracy {result['test_accuracy']:.4f}, "
         f"test loss {result['test_loss']:.4f}{' (flip TTA)' if tta else ''}", flush=True)
   return result
 
@@ -344,8 +347,3 @@ def evaluate_checkpoint(workdir: str, config: ml_collections.ConfigDict | None =
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run in ``workdir`` was started with (its config.json)."""
   return metrics.read_config(workdir, "a Darknet run")
-
-
-def _head(data: ImageClassificationData, n: int) -> ImageClassificationData:
-  return ImageClassificationData(data.images[:n], data.labels[:n], data.mean, data.std,
-                                 data.num_classes)
