@@ -11,26 +11,16 @@ import math
 
 from absl import app, flags
 
+from experiments import common
 from jaxgan import images
-from jaxgan.train import common, wgan
+from jaxgan.train import wgan
 
+flags.DEFINE_integer("num", 64, "How many images.")
+flags.DEFINE_string("out", "samples.png", "Grid PNG to write.")
+flags.DEFINE_string("folder", None, "Also write each image as folder/sample_NNNN.png.")
+flags.DEFINE_integer("seed", 0, "Seed of the noise.")
+flags.DEFINE_integer("ncol", 0, "Images per grid row (0: 8, or fewer for small --num).")
 FLAGS = flags.FLAGS
-
-
-def define_once(define, name, *args, **kwargs):
-  """Defines a flag unless another entry point imported in this process (tests) did."""
-  if name not in FLAGS:
-    define(name, *args, **kwargs)
-
-
-define_once(flags.DEFINE_string, "workdir", None, "The training run's --workdir.")
-define_once(flags.DEFINE_integer, "num", 64, "How many images.")
-define_once(flags.DEFINE_string, "out", "samples.png", "Grid PNG to write.")
-define_once(flags.DEFINE_string, "folder", None,
-            "Also write each image as folder/sample_NNNN.png.")
-define_once(flags.DEFINE_integer, "seed", 0, "Seed of the noise.")
-define_once(flags.DEFINE_integer, "ncol", 0,
-            "Images per grid row (0: 8, or fewer for small --num).")
 
 
 def write_samples(workdir: str, num: int, out: str, folder: str | None = None,
@@ -47,9 +37,7 @@ def write_samples(workdir: str, num: int, out: str, folder: str | None = None,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if FLAGS.workdir is None:
-    raise app.UsageError("--workdir (a WGAN run's folder) is required.")
-  common.quiet_library_logs()
+  common.require("workdir", example="--workdir runs/wgan_fmnist (a WGAN run's folder)")
   paths = write_samples(FLAGS.workdir, FLAGS.num, FLAGS.out, FLAGS.folder, FLAGS.seed,
                         FLAGS.ncol)
   print(f"wrote {FLAGS.out}" + (f" and {len(paths) - 1} images in {FLAGS.folder}"
@@ -57,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

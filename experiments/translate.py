@@ -8,27 +8,68 @@ to a multiple of 4, translated whole and cropped back, so outputs have the input
 they are written as PNGs under --output at the same relative paths.
 """
 
-from absl import app, flags
+import os
 
+import numpy as np
+from absl import app, flags, logging
+from PIL import Image
+
+from experiments import common
+from jaxgan import images as image_io
+from jaxgan.data.folder import list_image_files
 from jaxgan.train import cyclegan
 
-FLAGS = flags.FLAGS
-# allow_override: --workdir is shared with the training entry points (see cyclegan.py).
-flags.DEFINE_string("workdir", None, "A CycleGAN training run (config.json + checkpoints).",
-                    allow_override=True)
 flags.DEFINE_enum("direction", "AtoB", ["AtoB", "BtoA"], "AtoB uses G_A, BtoA uses G_B.")
 flags.DEFINE_string("input", None, "Folder of images to translate (searched recursively).")
 flags.DEFINE_string("output", None, "Folder for the translated PNGs.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
+FLAGS = flags.FLAGS
+
+
+def translate_folder(workdir: str, direction: str, input_dir: str, output_dir: str,
+                     step: int | None = None) -> dict:
+  """Translates every image under ``input_dir`` at its own size with a trained generator.
+
+  Outputs are PNGs at the same relative paths under ``output_dir``, same size as the
+  inputs. Unreadable files are skipped and counted.
+
+  Args:
+    workdir: a CycleGAN training run (config.json + checkpoints).
+    direction: ``"AtoB"`` (G_A) or ``"BtoA"`` (G_B).
+    input_dir, output_dir: folders.
+    step: checkpoint step (default: the newest).
+
+  Returns:
+    ``{"written": [paths], "skipped": n, "step": checkpoint step}``.
+  """
+  if direction not in ("AtoB", "BtoA"):
+    raise ValueError(f"direction={direction!r}: use AtoB (G_A) or BtoA (G_B).")
+  gan, g_params, meta = cyclegan.load_generators(workdir, step=step)
+  mode = "L" if gan.channels == 1 else "RGB"
+  written, skipped = [], 0
+  for path in list_image_files(input_dir):
+    try:
+      with Image.open(path) as img:
+        image = np.asarray(img.convert(mode), np.uint8)
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning("Skipping unreadable image %s: %s: %s", path, type(e).__name__, e)
+      skipped += 1
+      continue
+    out = gan.translate(g_params, direction, image.reshape(*image.shape[:2], gan.channels))
+    rel = os.path.splitext(os.path.relpath(path, input_dir))[0] + ".png"
+    written.append(image_io.save_png(os.path.join(output_dir, rel), out))
+  logging.info("translated %d images %s with step %d into %s (%d unreadable skipped)",
+               len(written), direction, meta["step"], output_dir, skipped)
+  return {"written": written, "skipped": skipped, "step": meta["step"]}
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not (FLAGS.workdir and FLAGS.input and FLAGS.output):
-    raise app.UsageError("--workdir, --input and --output are required.")
-  result = cyclegan.translate_folder(FLAGS.workdir, FLAGS.direction, FLAGS.input,
-                                     FLAGS.output, step=FLAGS.step)
+  common.require("workdir", "input", "output", example="--workdir runs/h2z --input photos/ "
+                 "--output zebras/")
+  result = translate_folder(FLAGS.workdir, FLAGS.direction, FLAGS.input, FLAGS.output,
+                            step=FLAGS.step)
   print(f"{len(result['written'])} images translated {FLAGS.direction} with the checkpoint "
         f"of step {result['step']} into {FLAGS.output}"
         + (f"; {result['skipped']} unreadable files skipped" if result["skipped"] else ""),
@@ -36,4 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

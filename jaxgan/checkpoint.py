@@ -11,6 +11,10 @@ import jax
 import orbax.checkpoint as ocp
 
 
+class CheckpointError(RuntimeError):
+  """No checkpoint in a run's folder could be restored."""
+
+
 class Checkpointer:
   """Thin wrapper over ``ocp.CheckpointManager`` for one train state and its metadata."""
 

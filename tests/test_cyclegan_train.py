@@ -20,6 +20,7 @@ from experiments import cyclegan as cyclegan_cli
 from experiments import translate as translate_cli
 from experiments.configs import cyclegan as cyclegan_configs
 from jaxgan import checkpoint, images as image_io, metrics, parallel
+from jaxgan.data import unaligned
 from jaxgan.train import cyclegan
 
 
@@ -34,7 +35,7 @@ def run_cli(module, args):
 
 
 def final_state(workdir, config):
-  gan = cyclegan.CycleGAN(config, parallel.make_mesh(), epoch_size=12)
+  gan = cyclegan.CycleGAN(config, parallel.make_mesh())
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
   state, meta = ckpt.restore(gan.abstract_state())
   ckpt.close()
@@ -154,7 +155,12 @@ def test_losses_on_hand_made_networks():
 
 def test_learning_rate_schedule_per_epoch_as_the_step_uses_it():
   config = smoke_config(n_epochs=100, n_epochs_decay=100, lr=2e-4, batch_size=2)
-  gan = cyclegan.CycleGAN(config, parallel.make_mesh(), epoch_size=12)  # 6 steps per epoch
+  mesh = parallel.make_mesh()
+  images = np.zeros((12, 20, 20, 1), np.uint8)
+  domains = unaligned.Domains(*(unaligned.ArraySource(images) for _ in range(4)),
+                              channels=1, description="zeros")
+  feed = unaligned.UnalignedFeed(domains, config.batch_size, config.seed, mesh)
+  gan = cyclegan.CycleGAN(config, mesh, feed)  # 12 pairs, batch 2: 6 steps per epoch
   expected = {0: 2e-4, 99: 2e-4, 100: 2e-4 * (1 - 1 / 101), 150: 2e-4 * (1 - 51 / 101),
               199: 2e-4 * (1 - 100 / 101)}
   steps = jnp.asarray([6 * epoch for epoch in expected] + [6 * 100 - 1, 6 * 100 + 5])
@@ -178,7 +184,7 @@ def test_cli_smoke_run_writes_grid_metrics_and_checkpoints(smoke_run):
   # 2 test pairs × the 2×3 view of 16² crops, 2-pixel padding: 3 columns, 4 rows.
   assert grid.size == (2 + 3 * 18, 2 + 4 * 18) and grid.mode == "L"
   assert os.path.exists(os.path.join(smoke_run, "samples", "iter_000006.png"))
-  records = metrics.read_metrics(smoke_run)
+  records = [r for r in metrics.read_metrics(smoke_run) if "G_A" in r]
   assert [r["step"] for r in records] == [4, 8, 12]
   for record in records:
     for name in cyclegan.LOSS_NAMES:
@@ -214,7 +220,7 @@ def test_interrupted_run_resumes_exactly_including_pools(smoke_run, tmp_path):
   assert float(b.g_opt_state.hyperparams["learning_rate"]) == pytest.approx(1e-4)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-  assert [r["step"] for r in metrics.read_metrics(interrupted)] == [4, 5, 8, 12]
+  assert [r["step"] for r in metrics.read_metrics(interrupted) if "G_A" in r] == [4, 5, 8, 12]
 
 
 def test_translate_folder_keeps_each_image_size(smoke_run, tmp_path):
@@ -226,7 +232,7 @@ def test_translate_folder_keeps_each_image_size(smoke_run, tmp_path):
     Image.fromarray(rng.integers(0, 256, (h, w, 3), np.uint8)).save(inputs / name)
   (inputs / "broken.png").write_bytes(b"\x89PNG but not really")
   outputs = tmp_path / "out"
-  result = cyclegan.translate_folder(smoke_run, "AtoB", str(inputs), str(outputs))
+  result = translate_cli.translate_folder(smoke_run, "AtoB", str(inputs), str(outputs))
   assert result["skipped"] == 1 and result["step"] == 12
   for name, (h, w) in sizes.items():
     out = Image.open(outputs / (os.path.splitext(name)[0] + ".png"))
@@ -291,9 +297,9 @@ def test_clear_errors(tmp_path):
   with pytest.raises(ValueError, match="unknown cyclegan variant"):
     cyclegan_configs.get_config("monet")
   with pytest.raises(ValueError, match="direction"):
-    cyclegan.translate_folder(str(tmp_path), "AtoC", str(tmp_path), str(tmp_path))
+    translate_cli.translate_folder(str(tmp_path), "AtoC", str(tmp_path), str(tmp_path))
   with pytest.raises(FileNotFoundError, match="config.json"):
-    cyclegan.translate_folder(str(tmp_path / "w3"), "AtoB", str(tmp_path), str(tmp_path))
+    translate_cli.translate_folder(str(tmp_path / "w3"), "AtoB", str(tmp_path), str(tmp_path))
 
 
 def test_paper_config_matches_the_reference_settings():
@@ -325,26 +331,26 @@ config = smoke_config(batch_size=2)
 
 def train(devices, steps=3):
   mesh = parallel.make_mesh(devices)
-  feed = cyclegan.Feed(config, mesh, domains)
-  gan = cyclegan.CycleGAN(config, mesh, feed.epoch_size)
-  state, totals = gan.init_state(), gan.zero_totals()
-  for batch in feed.batches(0, steps):
-    state, totals = gan.train_step(state, batch, totals, feed.data)
-  return jax.device_get(totals), jax.device_get(state), state
+  feed = unaligned.UnalignedFeed(domains, config.batch_size, config.seed, mesh)
+  gan = cyclegan.CycleGAN(config, mesh, feed)
+  state, losses, batches = gan.init_state(), [], feed.batches(0)
+  for _ in range(steps):
+    state, step_metrics = gan.train_step(state, next(batches))
+    losses.append(jax.device_get(step_metrics))
+  return losses, jax.device_get(state), state
 
-one_totals, one, _ = train(jax.devices()[:1])
-two_totals, two, sharded = train(jax.devices())
-for name in cyclegan.LOSS_NAMES:
-  np.testing.assert_allclose(one_totals[name], two_totals[name], rtol=1e-4)
-# A conv bias right before an InstanceNorm gets a zero gradient in exact arithmetic (the
-# norm subtracts it again); Adam scales the rounding noise up to ±lr, so those biases
-# depend on the summation order. Everything else must agree.
-compared = 0
-for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(one), jax.tree.leaves(two)):
-  if "bias" not in jax.tree_util.keystr(path):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-5)
-    compared += 1
-assert compared > 50
+one_losses, one, _ = train(jax.devices()[:1])
+two_losses, two, sharded = train(jax.devices())
+for a, b in zip(one_losses, two_losses):
+  for name in cyclegan.LOSS_NAMES:
+    np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-6)
+# Parameters whose gradient is zero in exact arithmetic (a conv bias right before an
+# InstanceNorm, which subtracts it again) get rounding noise that depends on the summation
+# order, and Adam turns noise of either sign into a step of ±lr. So parameters may differ
+# by up to 2·lr per step; the losses above show the training itself is the same.
+atol = 2 * config.lr * 3 + 1e-6
+for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two)):
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=atol)
 assert int(two.fake_b_pool.count) == 3
 assert len(sharded.fake_b_pool.images.sharding.device_set) == 2  # replicated state
 print("PARALLEL-OK")

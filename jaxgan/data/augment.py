@@ -14,6 +14,18 @@ def random_flip(key, images):
   return jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)
 
 
+def random_crop(key, images, size: int):
+  """A random ``size``×``size`` window of each image (N, H, W, C), chosen per example."""
+  n, h, w, _ = images.shape
+  if (h, w) == (size, size):
+    return images
+  ky, kx = jax.random.split(key)
+  ys = jax.random.randint(ky, (n,), 0, h - size + 1)
+  xs = jax.random.randint(kx, (n,), 0, w - size + 1)
+  crop = lambda img, y, x: jax.lax.dynamic_slice(img, (y, x, 0), (size, size, img.shape[-1]))
+  return jax.vmap(crop)(images, ys, xs)
+
+
 def reflect_pad_crop(key, images, pad: int, mode: str = "symmetric"):
   """Pads ``pad`` pixels each side (numpy ``mode``), then a random crop back."""
   if pad == 0:

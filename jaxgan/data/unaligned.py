@@ -28,10 +28,13 @@ import dataclasses
 import os
 from typing import Any
 
+import jax
 import numpy as np
 from absl import logging
 from PIL import Image
 
+from jaxgan import parallel
+from jaxgan.data import device
 from jaxgan.data.classification import FASHION_MNIST_CLASSES, load_fashion_mnist
 from jaxgan.data.folder import ImageFolderSource
 
@@ -354,3 +357,51 @@ def make_unaligned_loader(source_a, source_b, sampler: UnalignedSampler, *,
   ds = grain.MapDataset.range(start_step, stop_step).map(load_step)
   return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
                                               prefetch_buffer_size=2 * threads))
+
+
+# ----------------------------------------------------------------------------- the feed
+
+class UnalignedFeed:
+  """The (A, B) batches of training steps k = start, start + 1, ... as the step wants them.
+
+  With ``on_device`` both domains are decoded once and held (uint8, at load_size) on every
+  device, and a batch is the indices of its pairs (`jaxgan.data.device.DeviceDataset`);
+  otherwise grain decodes each batch on the host. Either way `UnalignedSampler` decides
+  the content of step k from (seed, k) alone, and the jitted step calls ``take(arrays,
+  batch)`` to get ``{"a": images, "b": images}``.
+  """
+
+  def __init__(self, domains: Domains, batch_size: int, seed: int, mesh, *,
+               on_device: bool = True, num_threads: int = 0):
+    self.mesh, self.num_threads = mesh, num_threads
+    self.skipped = 0
+    if on_device:
+      images_a, skipped_a = load_all(domains.train_a, num_threads)
+      images_b, skipped_b = load_all(domains.train_b, num_threads)
+      self.skipped = skipped_a + skipped_b
+      if self.skipped:
+        logging.warning("left out %d unreadable training images", self.skipped)
+      self._device = device.DeviceDataset({"a": images_a, "b": images_b}, mesh)
+      self.arrays, self.take = self._device.arrays, device.DeviceDataset.take
+      self.num_a, self.num_b = len(images_a), len(images_b)
+    else:
+      self._device = None
+      self.arrays, self.take = {}, device.StreamedBatches.take
+      self.source_a, self.source_b = domains.train_a, domains.train_b
+      self.num_a, self.num_b = len(domains.train_a), len(domains.train_b)
+    self.sampler = UnalignedSampler(self.num_a, self.num_b, batch_size, seed)
+    self.epoch_size = self.sampler.epoch_size
+
+  def batches(self, start: int):
+    """Endless: the sharded global batch of each step from ``start`` on."""
+    if self._device is not None:
+      indices = lambda k: dict(zip("ab", self.sampler.indices(k)))
+      yield from device.batches_from(indices, start, self._device.to_device)
+      return
+    shard = dict(shard_index=jax.process_index(), shard_count=jax.process_count())
+    loader = make_unaligned_loader(self.source_a, self.source_b, self.sampler,
+                                   start_step=start, stop_step=2**31 - 1,
+                                   num_threads=self.num_threads, **shard)
+    for batch in loader:
+      self.skipped += int(batch.pop("skipped"))
+      yield parallel.shard_host_batch(batch, self.mesh)

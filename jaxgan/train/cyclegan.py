@@ -23,6 +23,7 @@ device with the state replicated.
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any
 
@@ -33,13 +34,11 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from PIL import Image
 
 from jaxgan import checkpoint, images as image_io, metrics, optim, parallel, precision
 from jaxgan.data import augment, unaligned
-from jaxgan.data.folder import list_image_files
 from jaxgan.models.cyclegan import PatchDiscriminator, ResnetGenerator
-from jaxgan.train import common
+from jaxgan.train import config_checks, loop
 
 LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
 
@@ -181,24 +180,12 @@ def query_pool(pool: ImagePool | None, key, fakes):
   return pool, out
 
 
-# ----------------------------------------------------------------------------- data on device
-
-def random_crop(key, images, size: int):
-  """A random ``size``×``size`` window of each image (N, H, W, C), chosen per example."""
-  n, h, w, _ = images.shape
-  if (h, w) == (size, size):
-    return images
-  ky, kx = jax.random.split(key)
-  ys = jax.random.randint(ky, (n,), 0, h - size + 1)
-  xs = jax.random.randint(kx, (n,), 0, w - size + 1)
-  crop = lambda img, y, x: jax.lax.dynamic_slice(img, (y, x, 0), (size, size, img.shape[-1]))
-  return jax.vmap(crop)(images, ys, xs)
-
+# ----------------------------------------------------------------------------- images
 
 def crop_flip(key, images, crop_size: int):
-  """The reference's training transform after the resize: random crop, random flip, to [-1, 1]."""
+  """The reference's training transform after the resize: random crop, flip, to [-1, 1]."""
   crop_key, flip_key = jax.random.split(key)
-  images = augment.random_flip(flip_key, random_crop(crop_key, images, crop_size))
+  images = augment.random_flip(flip_key, augment.random_crop(crop_key, images, crop_size))
   channels = images.shape[-1]
   return augment.normalize(images, (0.5,) * channels, (0.5,) * channels)
 
@@ -225,12 +212,14 @@ def image_channels(config) -> int:
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Catches impossible settings before any data is read; each error names the fix."""
   d = config.data
-  common.check_choice("data.source", d.source, ("tfds", "folder", "fashion_mnist"))
-  common.check_choice("data.channels", d.channels, (1, 3))
-  common.check_choice("precision", config.precision, ("fp32", "bf16"))
-  common.check_positive(config, "batch_size", "lr", "data.load_size", "data.crop_size",
-                        "model.ngf", "model.ndf", "model.n_layers_d", "n_epochs",
-                        "log_every", "sample_every", "checkpoint_every", "n_samples")
+  config_checks.choice(config, "data.source", ("tfds", "folder", "fashion_mnist"))
+  config_checks.choice(config, "data.channels", (1, 3))
+  config_checks.choice(config, "precision", ("fp32", "bf16"))
+  config_checks.positive(config, "batch_size", "lr", "data.load_size", "data.crop_size",
+                         "model.ngf", "model.ndf", "model.n_layers_d", "n_epochs",
+                         "log_every", "sample_every", "checkpoint_every", "n_samples")
+  config_checks.non_negative(config, "n_epochs_decay", "pool_size", "lambda_identity",
+                             "model.n_blocks", "model.dropout", "data.max_images")
   if d.crop_size % 4:
     lower, upper = d.crop_size - d.crop_size % 4, d.crop_size + 4 - d.crop_size % 4
     raise ValueError(
@@ -242,13 +231,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if d.source == "folder" and not d.path:
     raise ValueError("data.source='folder' needs a folder: set --config.data.path=DIR "
                      "(with DIR/trainA and DIR/trainB).")
-  for name in ("n_epochs_decay", "pool_size", "lambda_identity", "model.n_blocks",
-               "model.dropout", "data.max_images"):
-    value = config
-    for part in name.split("."):
-      value = getattr(value, part)
-    if value < 0:
-      raise ValueError(f"config.{name}={value} must not be negative.")
   if config.lambda_a <= 0 or config.lambda_b <= 0:
     raise ValueError("config.lambda_a and config.lambda_b must be positive (the paper: 10).")
 
@@ -275,14 +257,16 @@ class CycleGAN:
   """The networks, the optimizers and the jitted functions that train and apply them.
 
   Args:
-    config: a config from ``experiments/configs/cyclegan.py``.
+    config: a config from ``experiments/configs/cyclegan.py`` (already validated).
     mesh: the ("data",) device mesh.
-    epoch_size: pairs per epoch, ``max(|A|, |B|)``; sets the learning-rate schedule.
+    feed: the training pairs (`jaxgan.data.unaligned.UnalignedFeed`), or None to apply
+      the generators only.
   """
+  what = "a CycleGAN run"
 
-  def __init__(self, config, mesh, epoch_size: int):
-    validate_config(config)
-    self.config, self.mesh, self.epoch_size = config, mesh, int(epoch_size)
+  def __init__(self, config, mesh, feed: unaligned.UnalignedFeed | None = None):
+    self.config, self.mesh, self.feed = config, mesh, feed
+    self.epoch_size = feed.epoch_size if feed is not None else 1
     self.policy = precision.get_policy(config.precision)
     self.channels = image_channels(config)
     m = config.model
@@ -298,9 +282,10 @@ class CycleGAN:
     self.image_shape = (config.data.crop_size, config.data.crop_size, self.channels)
     self._batch_sharding = parallel.data_sharding(mesh)
     self._replicated = parallel.replicated(mesh)
-    self._train_step = jax.jit(self._step, donate_argnums=(0, 2))
+    self._train_step = jax.jit(self._step, donate_argnums=(0,))
     self._translate_pairs = jax.jit(self._translate_pairs_fn)
     self._generate = jax.jit(self._generate_fn, static_argnums=0)
+    self.samples = None  # the fixed test pairs of the sample grids, once on the devices
 
   # --- state
 
@@ -316,6 +301,7 @@ class CycleGAN:
     d_init = lambda k: self.discriminator.init(k, x)["params"]
     g_params = {"G_A": g_init(g_a_key), "G_B": g_init(g_b_key)}
     d_params = {"D_A": d_init(d_a_key), "D_B": d_init(d_b_key)}
+
     def pool():
       if self.config.pool_size == 0:
         return None
@@ -331,10 +317,9 @@ class CycleGAN:
     return jax.jit(self._create_state, out_shardings=self._replicated)(self.config.seed)
 
   def abstract_state(self) -> TrainState:
-    """Shapes, dtypes and shardings of the state, without computing it (for restores)."""
-    shapes = jax.eval_shape(self._create_state, self.config.seed)
-    return jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self._replicated), shapes)
+    """Shapes, dtypes and shardings of the state, computing nothing (restore targets)."""
+    return parallel.abstract_replicated(
+        jax.eval_shape(self._create_state, self.config.seed), self.mesh)
 
   def learning_rate(self, step):
     """The learning rate the step ``step`` trains with (the schedule of its epoch)."""
@@ -345,35 +330,36 @@ class CycleGAN:
   def _networks(self, g_params, d_params, dropout_key=None):
     """The four networks as functions of images, as `generator_losses` wants them.
 
-    Without a ``dropout_key`` the generators run deterministically (evaluation).
+    With a ``dropout_key`` (and ``model.dropout`` > 0) every generator call draws a mask
+    of its own, as each forward pass does in the reference; without one the generators
+    run deterministically (evaluation).
     """
-    def gen(name, i):
+    calls = itertools.count()
+
+    def gen(name):
       if self.config.model.dropout > 0 and dropout_key is not None:
-        rngs = {"dropout": jax.random.fold_in(dropout_key, i)}
-        return lambda x: self.generator.apply({"params": g_params[name]}, x, train=True,
-                                              rngs=rngs)
+        return lambda x: self.generator.apply(
+            {"params": g_params[name]}, x, train=True,
+            rngs={"dropout": jax.random.fold_in(dropout_key, next(calls))})
       return lambda x: self.generator.apply({"params": g_params[name]}, x)
     disc = lambda name: lambda x: self.discriminator.apply({"params": d_params[name]}, x)
-    return gen("G_A", 0), gen("G_B", 1), disc("D_A"), disc("D_B")
+    return gen("G_A"), gen("G_B"), disc("D_A"), disc("D_B")
 
-  def _step(self, state: TrainState, batch, totals, data):
-    """One iteration; pure, jitted once. ``data`` holds the domains if they live on device."""
+  def _step(self, state: TrainState, data, batch):
+    """One iteration; pure, jitted once. ``data``: the domains where they live on device."""
     c = self.config
     key = jax.random.fold_in(state.rng, state.step)
-    a_key, b_key, pool_a_key, pool_b_key, dropout_key = jax.random.split(key, 5)
-    if data is None:  # the batch is decoded images
-      images_a, images_b = batch["a"], batch["b"]
-    else:  # the batch is indices into the domains held in device memory
-      images_a, images_b = data["a"][batch["a"]], data["b"][batch["b"]]
-    images_a = jax.lax.with_sharding_constraint(images_a, self._batch_sharding)
-    images_b = jax.lax.with_sharding_constraint(images_b, self._batch_sharding)
+    a_key, b_key, pool_a_key, pool_b_key, g_dropout, d_dropout = jax.random.split(key, 6)
+    pairs = self.feed.take(data, batch)
+    images_a = jax.lax.with_sharding_constraint(pairs["a"], self._batch_sharding)
+    images_b = jax.lax.with_sharding_constraint(pairs["b"], self._batch_sharding)
     real_a = crop_flip(a_key, images_a, c.data.crop_size)
     real_b = crop_flip(b_key, images_b, c.data.crop_size)
     lr = self.learning_rate(state.step)
 
     # The generators' step. Differentiating only g_params leaves the discriminators fixed.
     def g_objective(g_params):
-      g_a, g_b, d_a, d_b = self._networks(g_params, state.d_params, dropout_key)
+      g_a, g_b, d_a, d_b = self._networks(g_params, state.d_params, g_dropout)
       total, losses, fakes = generator_losses(
           g_a, g_b, d_a, d_b, real_a, real_b, lambda_a=c.lambda_a, lambda_b=c.lambda_b,
           lambda_identity=c.lambda_identity)
@@ -395,7 +381,7 @@ class CycleGAN:
     fake_b = jax.lax.with_sharding_constraint(fake_b, self._batch_sharding)
 
     def d_objective(d_params):
-      _, _, d_a, d_b = self._networks(g_params, d_params, dropout_key)
+      _, _, d_a, d_b = self._networks(g_params, d_params, d_dropout)
       return discriminator_losses(d_a, d_b, real_a, real_b, fake_a, fake_b)
 
     d_grads, d_losses = jax.grad(d_objective, has_aux=True)(state.d_params)
@@ -406,24 +392,56 @@ class CycleGAN:
     new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
                               g_opt_state=g_opt_state, d_opt_state=d_opt_state,
                               fake_a_pool=fake_a_pool, fake_b_pool=fake_b_pool)
-    losses = {**g_losses, **d_losses}
-    totals = {**{k: totals[k] + losses[k] for k in LOSS_NAMES}, "steps": totals["steps"] + 1}
-    return new_state, totals
+    return new_state, {**g_losses, **d_losses, "lr": lr}
 
-  def zero_totals(self):
-    """Running sums of the losses between two log lines, on the devices."""
-    zeros = {k: jnp.zeros((), jnp.float32) for k in LOSS_NAMES}
-    zeros["steps"] = jnp.zeros((), jnp.int32)
-    return parallel.replicate(zeros, self.mesh)
+  # --- training, as the loop drives it
 
-  def compile(self, state, batch, totals, data) -> float:
-    """Compiles the train step ahead of time for these shapes; returns the seconds it took."""
-    clock = common.Stopwatch()
-    self._train_step = self._train_step.lower(state, batch, totals, data).compile()
-    return clock.elapsed()
+  def batches(self, start: int):
+    return self.feed.batches(start)
 
-  def train_step(self, state, batch, totals, data=None):
-    return self._train_step(state, batch, totals, data)
+  def compile(self, state, batch) -> None:
+    self._train_step = self._train_step.lower(state, self.feed.arrays, batch).compile()
+
+  @property
+  def compiled_train_step(self):
+    return self._train_step
+
+  def train_step(self, state, batch):
+    return self._train_step(state, self.feed.arrays, batch)
+
+  def summarize(self, step: int, stacked: dict, seconds: float) -> dict:
+    return {"epoch": int(epoch_of_step(step - 1, self.config.batch_size, self.epoch_size)),
+            **{k: float(np.mean(stacked[k])) for k in LOSS_NAMES},
+            "lr": float(stacked["lr"][-1]),
+            "iterations_per_sec": len(stacked["lr"]) / seconds,
+            "skipped_files": self.feed.skipped}
+
+  def log_line(self, step: int, record: dict) -> str:
+    losses = "  ".join(f"{k} {record[k]:.3f}" for k in LOSS_NAMES if k in record)
+    return f"step {step} epoch {record.get('epoch', '-')}: {losses}"
+
+  def summary(self, record: dict) -> str:
+    return (f"step {record['step']}: " + ", ".join(f"{k} {record[k]:.3f}" for k in LOSS_NAMES)
+            + f"; {record['wall_time']:.1f} s; samples in {record.get('sample')}")
+
+  def meta(self) -> dict:
+    return {}
+
+  def load_meta(self, meta: dict) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+  def samples_hook(self, workdir: str):
+    """A loop hook: the sample grid of the fixed test pairs, as a PNG and in TensorBoard."""
+    def save(state, step, record):  # pylint: disable=unused-argument
+      grid = self.sample_grid(state.g_params, *self.samples)
+      path = os.path.join(workdir, "samples", f"iter_{step:06d}.png")
+      if jax.process_index() == 0:
+        image_io.save_png(path, grid)
+      return {"sample": path, "samples": loop.Image(grid)}
+    return save
 
   # --- applying the generators
 
@@ -483,53 +501,6 @@ class CycleGAN:
     return image_io.to_uint8(np.asarray(y)[0, :h, :w])
 
 
-# ----------------------------------------------------------------------------- data feed
-
-class Feed:
-  """Global batches for steps k = start, start + 1, ...: indices or decoded images.
-
-  With ``data.on_device`` the two domains are decoded once and held (uint8, at
-  load_size) in device memory, and a batch is just the indices of its images; otherwise
-  grain decodes each batch on the host. Either way `unaligned.UnalignedSampler` decides
-  the content of step k from (seed, k) alone.
-  """
-
-  def __init__(self, config, mesh, domains: unaligned.Domains):
-    self.config, self.mesh = config, mesh
-    self.on_device = bool(config.data.on_device)
-    self.skipped = 0
-    if self.on_device:
-      images_a, skipped_a = unaligned.load_all(domains.train_a, config.data.num_threads)
-      images_b, skipped_b = unaligned.load_all(domains.train_b, config.data.num_threads)
-      self.skipped = skipped_a + skipped_b
-      if self.skipped:
-        logging.warning("left out %d unreadable training images", self.skipped)
-      self.data = parallel.replicate({"a": images_a, "b": images_b}, mesh)
-      num_a, num_b = len(images_a), len(images_b)
-    else:
-      self.data = None
-      self.source_a, self.source_b = domains.train_a, domains.train_b
-      num_a, num_b = len(domains.train_a), len(domains.train_b)
-    self.num_a, self.num_b = num_a, num_b
-    self.sampler = unaligned.UnalignedSampler(num_a, num_b, config.batch_size, config.seed)
-    self.epoch_size = self.sampler.epoch_size
-
-  def batches(self, start_step: int, stop_step: int):
-    """Yields the sharded global batch of each step in ``[start_step, stop_step)``."""
-    shard = dict(shard_index=jax.process_index(), shard_count=jax.process_count())
-    if self.on_device:
-      for step in range(start_step, stop_step):
-        yield parallel.shard_host_batch(unaligned.local_indices(self.sampler, step, **shard),
-                                        self.mesh)
-    else:
-      loader = unaligned.make_unaligned_loader(
-          self.source_a, self.source_b, self.sampler, start_step=start_step,
-          stop_step=stop_step, num_threads=self.config.data.num_threads, **shard)
-      for batch in loader:
-        self.skipped += int(batch.pop("skipped"))
-        yield parallel.shard_host_batch(batch, self.mesh)
-
-
 def sample_pairs(config, domains: unaligned.Domains) -> tuple[np.ndarray, np.ndarray]:
   """The fixed test images of the sample grids: the first n of testA and testB, centred."""
   n = min(config.n_samples, len(domains.test_a), len(domains.test_b))
@@ -539,7 +510,7 @@ def sample_pairs(config, domains: unaligned.Domains) -> tuple[np.ndarray, np.nda
           to_unit_range(center_crop(take(domains.test_b), crop)))
 
 
-# ----------------------------------------------------------------------------- loop
+# ----------------------------------------------------------------------------- runs
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains for ``n_epochs + n_epochs_decay`` epochs, writing samples and checkpoints.
@@ -549,7 +520,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ends.
 
   Returns:
-    The last log record: step, epoch, the mean losses since the previous record, lr,
+    The last record: step, epoch, the mean losses since the previous record, lr,
     iterations/s, and the path of the last sample grid.
   """
   validate_config(config)
@@ -557,87 +528,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = parallel.make_mesh()
   parallel.check_batch_divisible(config.batch_size, mesh, "batch_size")
   domains = unaligned.load_domains(config.data)
-  feed = Feed(config, mesh, domains)
-  gan = CycleGAN(config, mesh, feed.epoch_size)
-  last_step = total_steps(config, feed.epoch_size)
-  stop_step = last_step if config.stop_after_step < 0 else min(last_step,
-                                                               config.stop_after_step)
-
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
-  meta = {"elapsed": 0.0}
-  if ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(gan.abstract_state())
-    logging.info("Resuming at step %d (epoch %d) from %s", int(state.step), meta["epoch"],
-                 workdir)
-  else:
-    state = gan.init_state()
-  start_step = int(state.step)
-  metrics.write_config(workdir, config)
-  writer = metrics.MetricWriter(workdir)
-  clock = common.Stopwatch(meta["elapsed"])
+  feed = unaligned.UnalignedFeed(domains, config.batch_size, config.seed, mesh,
+                                 on_device=config.data.on_device,
+                                 num_threads=config.data.num_threads)
+  gan = CycleGAN(config, mesh, feed)
+  num_steps = total_steps(config, feed.epoch_size)
   logging.info("%s: |A| = %d, |B| = %d, epoch = %d iterations of batch %d, %d in all, "
                "%d devices, %s", domains.description, feed.num_a, feed.num_b,
-               feed.epoch_size, config.batch_size, last_step, mesh.devices.size,
+               feed.epoch_size, config.batch_size, num_steps, mesh.devices.size,
                config.precision)
+  gan.samples = [parallel.replicate(x, mesh) for x in sample_pairs(config, domains)]
+  return loop.train(gan, config, workdir, num_steps=num_steps, log_every=config.log_every,
+                    checkpoint_every=config.checkpoint_every,
+                    stop_after=config.stop_after_step,
+                    hooks=(loop.Every(config.sample_every, gan.samples_hook(workdir)),),
+                    desc="cyclegan")
 
-  samples = [parallel.replicate(x, mesh) for x in sample_pairs(config, domains)]
-  gan_epoch = lambda step: epoch_of_step(step, config.batch_size, feed.epoch_size)
-  record = {}
-
-  def save_samples(step):
-    grid = gan.sample_grid(state.g_params, *samples)
-    path = os.path.join(workdir, "samples", f"iter_{step:06d}.png")
-    if jax.process_index() == 0:
-      image_io.save_png(path, grid)
-    writer.write_image(step, "samples", grid)
-    return path
-
-  def save_checkpoint(step):
-    ckpt.save(step, state, {"step": step, "epoch": int(gan_epoch(step)),
-                            "elapsed": clock.elapsed()})
-  if start_step < stop_step:
-    batches = feed.batches(start_step, stop_step)
-    totals = gan.zero_totals()
-    first = next(batches)
-    logging.info("train step compiled in %.1f s", gan.compile(state, first, totals, feed.data))
-    batches = _chain_first(first, batches)
-    interval = common.Stopwatch()
-    for step in common.progress(range(start_step + 1, stop_step + 1), stop_step - start_step,
-                                "cyclegan"):
-      state, totals = gan.train_step(state, next(batches), totals, feed.data)
-      if step % config.log_every == 0 or step == stop_step:
-        sums = jax.device_get(totals)  # the one host sync per log interval
-        count = max(1, int(sums["steps"]))
-        hyper = jax.device_get(state.g_opt_state.hyperparams)
-        record = {"epoch": int(gan_epoch(step - 1)),
-                  **{k: float(sums[k]) / count for k in LOSS_NAMES},
-                  "lr": float(hyper["learning_rate"]),
-                  "iterations_per_sec": count / interval.elapsed(),
-                  "skipped_files": feed.skipped, "wall_time": clock.elapsed()}
-        writer.write_scalars(step, record)
-        logging.info("step %d epoch %d: %s", step, record["epoch"], "  ".join(
-            f"{k} {record[k]:.3f}" for k in LOSS_NAMES))
-        totals, interval = gan.zero_totals(), common.Stopwatch()
-      if step % config.sample_every == 0 or step == stop_step:
-        record["sample"] = save_samples(step)
-      if step % config.checkpoint_every == 0 or step == stop_step:
-        save_checkpoint(step)
-  ckpt.close()
-  writer.close()
-  if record:
-    print(f"step {stop_step}/{last_step}: "
-          + ", ".join(f"{k} {record[k]:.3f}" for k in LOSS_NAMES)
-          + f"; {clock.elapsed():.1f} s; samples in {record['sample']}", flush=True)
-    record["step"] = stop_step
-  return record
-
-
-def _chain_first(first, rest):
-  yield first
-  yield from rest
-
-
-# ----------------------------------------------------------------------------- translate
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run in ``workdir`` was started with (its config.json)."""
@@ -647,85 +553,11 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 def load_generators(workdir: str, config=None, step: int | None = None):
   """``(CycleGAN, g_params, meta)`` from a run's checkpoint (default: the newest)."""
   config = config or load_run_config(workdir)
-  # The epoch size only shapes the learning-rate schedule, which translation does not use.
-  gan = CycleGAN(config, parallel.make_mesh(), epoch_size=1)
+  validate_config(config)
+  gan = CycleGAN(config, parallel.make_mesh())
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
     state, meta = ckpt.restore(gan.abstract_state(), step)
   finally:
     ckpt.close()
   return gan, state.g_params, meta
-
-
-def translate_folder(workdir: str, direction: str, input_dir: str, output_dir: str,
-                     step: int | None = None) -> dict:
-  """Translates every image under ``input_dir`` at its own size with a trained generator.
-
-  Outputs are PNGs at the same relative paths under ``output_dir``, same size as the
-  inputs. Unreadable files are skipped and counted.
-
-  Args:
-    workdir: a CycleGAN training run (config.json + checkpoints).
-    direction: ``"AtoB"`` (G_A) or ``"BtoA"`` (G_B).
-    input_dir, output_dir: folders.
-    step: checkpoint step (default: the newest).
-
-  Returns:
-    ``{"written": [paths], "skipped": n, "step": checkpoint step}``.
-  """
-  if direction not in ("AtoB", "BtoA"):
-    raise ValueError(f"direction={direction!r}: use AtoB (G_A) or BtoA (G_B).")
-  gan, g_params, meta = load_generators(workdir, step=step)
-  mode = "L" if gan.channels == 1 else "RGB"
-  written, skipped = [], 0
-  for path in list_image_files(input_dir):
-    try:
-      with Image.open(path) as img:
-        image = np.asarray(img.convert(mode), np.uint8)
-    except Exception as e:  # pylint: disable=broad-except
-      logging.warning("Skipping unreadable image %s: %s: %s", path, type(e).__name__, e)
-      skipped += 1
-      continue
-    out = gan.translate(g_params, direction, image.reshape(*image.shape[:2], gan.channels))
-    rel = os.path.splitext(os.path.relpath(path, input_dir))[0] + ".png"
-    written.append(image_io.save_png(os.path.join(output_dir, rel), out))
-  logging.info("translated %d images %s with step %d into %s (%d unreadable skipped)",
-               len(written), direction, meta["step"], output_dir, skipped)
-  return {"written": written, "skipped": skipped, "step": meta["step"]}
-
-
-# ----------------------------------------------------------------------------- benchmark
-
-def benchmark_setup(variant: str | None, batch: int | None, precision_name: str | None):
-  """A full training iteration on random data of the variant's shape, for the benchmark.
-
-  Returns:
-    ``(step_fn, carry, images_per_call, compiled, compile_seconds, config)``:
-    ``step_fn(carry) -> carry`` runs one iteration (batch gather, crop/flip, generators'
-    and discriminators' steps, pools), ``images_per_call`` is the batch size (pairs: one
-    image of A and one of B each), ``compiled`` the AOT-compiled step.
-  """
-  from experiments.configs import cyclegan as cyclegan_configs  # pylint: disable=g-import-not-at-top
-  config = common.with_overrides(cyclegan_configs.get_config(variant or "horse2zebra"),
-                                 batch_size=batch, precision=precision_name)
-  mesh = parallel.make_mesh()
-  channels = image_channels(config)
-  n = 4 * config.batch_size
-  rng = np.random.default_rng(0)
-  size = config.data.load_size
-  images = lambda: rng.integers(0, 256, (n, size, size, channels), np.uint8)
-  domains = unaligned.Domains(*(unaligned.ArraySource(images()) for _ in range(4)),
-                              channels=channels, description="random")
-  with config.unlocked():
-    config.data.on_device = True
-  feed = Feed(config, mesh, domains)
-  gan = CycleGAN(config, mesh, feed.epoch_size)
-  state, totals = gan.init_state(), gan.zero_totals()
-  batch_indices = next(feed.batches(0, 1))
-  seconds = gan.compile(state, batch_indices, totals, feed.data)
-
-  def step_fn(carry):
-    state, totals = carry
-    return gan.train_step(state, batch_indices, totals, feed.data)
-
-  return step_fn, (state, totals), config.batch_size, gan._train_step, seconds, config

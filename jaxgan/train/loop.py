@@ -74,6 +74,12 @@ class Every:
   action: Callable[[Any, int, dict], dict | None]
 
 
+@dataclasses.dataclass
+class Image:
+  """A hook's image field: written to TensorBoard under its key, kept out of the record."""
+  pixels: np.ndarray  # (H, W, C) uint8
+
+
 class NonFiniteError(FloatingPointError):
   """A loss became NaN or infinite; no checkpoint of that state was written."""
 
@@ -240,14 +246,19 @@ def _train(task, config, workdir, ckpt, num_steps, log_every, checkpoint_every, 
           end = step == stop or bool(stop_signals)
           checkpoint_due = step % checkpoint_every == 0 or end
           fields = {}
-          if step % log_every == 0 or checkpoint_due:
+          if step % log_every == 0 or end:
             fields = task.summarize(step, stack_metrics(history), interval.elapsed())
             fields["wall_time"] = clock.elapsed()
             check_finite(fields, step, workdir, last_saved)
             history, interval = [], Stopwatch()
+          elif checkpoint_due:  # never checkpoint a state whose losses went non-finite
+            check_finite(task.summarize(step, stack_metrics(history), interval.elapsed()),
+                         step, workdir, last_saved)
           for hook in hooks:
             if step % hook.steps == 0 or step == num_steps:
               fields.update(hook.action(state, step, fields) or {})
+          for key in [k for k, v in fields.items() if isinstance(v, Image)]:
+            writer.write_image(step, key, fields.pop(key).pixels)
           if fields:
             writer.write_scalars(step, fields)
             logging.info("%s", task.log_line(step, fields))

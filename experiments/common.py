@@ -1,0 +1,62 @@
+"""What every entry point shares: the --config and --workdir flags, quiet library logs, and
+user errors shown as one line instead of a traceback.
+
+The flags are defined here, once per process, so any number of entry points can be
+imported together (the tests do) and --config / --workdir mean the same in all of them.
+"""
+
+import logging as pylogging
+import sys
+
+from absl import app, flags
+from absl import logging
+from ml_collections import config_flags
+
+from jaxgan import checkpoint
+from jaxgan.train import loop
+
+config_flags.DEFINE_config_file(
+    "config", None, "Config file and variant, e.g. experiments/configs/wgan.py:fashion_mnist;"
+    " override fields with --config.FIELD=VALUE.", lock_config=True)
+flags.DEFINE_string("workdir", None, "The run's folder: config.json, metrics, samples, "
+                    "checkpoints. The same command in the same folder resumes.")
+FLAGS = flags.FLAGS
+
+# What a user can fix from the message alone; anything else is a bug and keeps its traceback.
+USER_ERRORS = (FileNotFoundError, PermissionError, ValueError, loop.NonFiniteError,
+               checkpoint.CheckpointError)
+
+
+class _LibraryNoiseFilter:
+  """Drops INFO chatter from orbax, grain and jax internals; keeps their warnings."""
+  NOISY = ("orbax", "/grain/", "/jax/_src/", "/absl/")
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or not any(n in record.pathname for n in self.NOISY)
+
+
+def quiet_library_logs() -> None:
+  """Keeps a run's log to the run: epochs, metrics, checkpoints (not every orbax step)."""
+  logging.set_verbosity(logging.INFO)
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _LibraryNoiseFilter) for f in handler.filters):
+    handler.addFilter(_LibraryNoiseFilter())
+  pylogging.getLogger("jax").setLevel(pylogging.WARNING)
+
+
+def require(*names: str, example: str) -> None:
+  missing = [f"--{n}" for n in names if getattr(FLAGS, n) is None]
+  if missing:
+    raise app.UsageError(f"{' and '.join(missing)} required, e.g. {example}")
+
+
+def run(main) -> None:
+  """``app.run(main)``; a user error ends with its one-line message and exit status 1."""
+  def guarded(argv):
+    quiet_library_logs()
+    try:
+      return main(argv)
+    except USER_ERRORS as e:
+      print(f"error: {e}", file=sys.stderr, flush=True)
+      sys.exit(1)
+  app.run(guarded)
