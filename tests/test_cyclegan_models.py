@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxgan.models import count_params
 from jaxgan.models.cyclegan import (
     PatchDiscriminator,
     ResnetGenerator,
@@ -30,10 +31,6 @@ KEY = jax.random.key(0, impl="rbg")
 def jitted(model):
   """One compiled ``apply`` per module configuration (modules are hashable dataclasses)."""
   return jax.jit(model.apply, static_argnames="train")
-
-
-def n_params(tree) -> int:
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 
 
 def shapes(model, h, w, c=3, n=1):
@@ -136,21 +133,21 @@ def test_generator_keeps_size(h, w):
 def test_generator_channels_in_and_out():
   variables, out = shapes(ResnetGenerator(nc=2), 64, 64, c=1)
   assert out.shape == (1, 64, 64, 2)
-  assert n_params(variables["params"]) == generator_formula(64, 9, nc_in=1, nc=2)
+  assert count_params(variables["params"]) == generator_formula(64, 9, nc_in=1, nc=2)
 
 
 def test_generator_param_counts():
   variables, _ = shapes(ResnetGenerator(), 256, 256)
   assert set(variables) == {"params"}  # InstanceNorm keeps no state
-  assert n_params(variables["params"]) == 11_378_179 == generator_formula(64, 9)
+  assert count_params(variables["params"]) == 11_378_179 == generator_formula(64, 9)
   variables, _ = shapes(ResnetGenerator(n_blocks=6), 128, 128)
-  assert n_params(variables["params"]) == generator_formula(64, 6) == 7_837_699
+  assert count_params(variables["params"]) == generator_formula(64, 6) == 7_837_699
 
 
 def test_discriminator_param_count():
   variables, _ = shapes(PatchDiscriminator(), 256, 256)
   assert set(variables) == {"params"}
-  assert n_params(variables["params"]) == 2_764_737
+  assert count_params(variables["params"]) == 2_764_737
 
 
 @pytest.mark.parametrize("size,out", [(256, 30), (128, 14), (64, 6)])

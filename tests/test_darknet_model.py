@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jaxgan.models import Darknet, WideResNet, wrn_22
-from jaxgan.utils import count_params
+from jaxgan.models import count_params
 
 
 def init_shapes(model, shape):

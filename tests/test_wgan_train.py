@@ -46,21 +46,45 @@ def final_state(workdir):
 # ----------------------------------------------------------------------------- the lesson's rules
 
 def test_critic_schedule_is_the_lessons():
+  # The lesson's train(1, False): a 100-step burst at every 500th iteration of each pass,
+  # 0 included, and no "< 25" warm-up.
   config = wgan_configs.get_config("lsun")
-  counts = [wgan.critic_iterations(g, config) for g in (0, 24, 25, 499, 500, 501, 1000)]
+  counts = [wgan.critic_iterations(g, g, config) for g in (0, 1, 24, 25, 499, 500, 501, 1000)]
+  assert counts == [100, 5, 5, 5, 5, 100, 5, 100]
+  assert wgan.critic_iterations(0, 3000, config) == 100  # the second pass starts with one
+  # The paper's: a warm-up while the run's generator iterations are < 25, once per run.
+  paper = wgan_configs.get_config("lsun,paper")
+  counts = [wgan.critic_iterations(g, g, paper) for g in (0, 24, 25, 499, 500, 501, 1000)]
   assert counts == [100, 100, 5, 5, 100, 5, 100]
+  assert wgan.critic_iterations(0, 3001, paper) == 5  # not again in the second pass
   gp = wgan_configs.get_config("lsun,gp")  # WGAN-GP: 5 throughout
-  assert {wgan.critic_iterations(g, gp) for g in range(1001)} == {5}
+  assert {wgan.critic_iterations(g, g, gp) for g in range(1001)} == {5}
   assert wgan.critic_chunks(100, config) == [100]  # one call on accelerators
   cpu = wgan_configs.get_config("fashion_mnist")
   assert wgan.critic_chunks(25, cpu) == [5] * 5  # five unrolled calls on a CPU
+  assert wgan.critic_chunks(7, cpu) == [5, 2]  # a burst cut short at the end of a pass
 
 
-def test_phase_length_in_epochs_follows_the_schedule():
-  # smoke: 3 critic steps at gen iteration 0 and every 4th, else 2 -> 3, 5, 7, 9, 12 batches.
+def test_lsun_is_the_lessons_run():
+  c = wgan_configs.get_config("lsun")
+  assert (c.batch_size, c.gen_batch_size, c.data.fraction) == (128, 64, 1.0)
+  assert (c.lr_g, c.lr_d, c.clip_value, c.num_epochs, c.second_phase) == (
+      1e-4, 1e-4, 0.01, 1.0, True)
+  assert c.second_phase_lr_factor == 0.1 and c.critic_schedule == "lesson"
+
+
+def test_schedule_lays_out_the_run_and_cuts_the_last_burst_at_the_epoch_end():
+  # smoke ("lesson"): 3 critic steps at a pass's iteration 0 and every 4th, else 2.
   config = smoke_config(num_gen_iters=0, num_epochs=1.0)
-  assert wgan.gen_iters_per_phase(config, steps_per_epoch=10) == 5
-  assert wgan.gen_iters_per_phase(config, steps_per_epoch=9) == 4
+  run = wgan.schedule(config, steps_per_epoch=10)
+  first = [item for item in run if item.phase == 0]
+  # 3, 2, 2, 2 = 9 batches, then a burst of 3 cut to the 1 batch left in the epoch.
+  assert [item.critic_steps for item in first] == [3, 2, 2, 2, 1]
+  assert [item.first_batch for item in first] == [0, 3, 5, 7, 9]
+  second = [item for item in run if item.phase == 1]
+  assert [item.critic_steps for item in second] == [3, 2, 2, 2, 1]
+  assert second[0].phase_iter == 0 and second[0].first_batch == 10
+  assert len(wgan.schedule(config, steps_per_epoch=9)) == 2 * 4
   assert wgan.phase_lr_factors(config) == [1.0, 0.1]
 
 
@@ -92,6 +116,7 @@ def test_gradient_penalty_is_taken_at_the_interpolates():
 
 
 def _random_block(trainer, n, seed=0):
+  """A block of n real batches of decoded images, as a streamed source delivers them."""
   shape = trainer.block_shape(n)
   block = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
   return jax.device_put(block, trainer.block_sharding)
@@ -105,11 +130,10 @@ def test_every_critic_step_clips_first_as_the_lesson_does():
   state = state.replace(critic=state.critic.replace(
       params=jax.tree.map(lambda p: 50.0 * p + 1.0, state.critic.params)))
   c, lr = config.clip_value, config.lr_d
-  state, numbers = trainer.iteration(state, _random_block(trainer, config.critic_iters))
+  state, numbers = trainer.iteration(state, [_random_block(trainer, config.critic_iters)])
   # Inside the scan: each critic step computed its loss with weights clamped to [-c, c]
   # (and these saturate at c, since every weight started outside).
-  np.testing.assert_array_equal(np.asarray(numbers["critic_weight_max"]),
-                                np.full(config.critic_iters, c, np.float32))
+  assert float(numbers["critic_weight_max"]) == np.float32(c)
   # After the last step: the lesson clamps *before* an update, so the weights may sit past
   # c by one update, which PyTorch's RMSProp bounds by lr/sqrt(1 - 0.99) = 10 lr.
   after = max(float(jnp.max(jnp.abs(p))) for p in jax.tree.leaves(state.critic.params))
@@ -125,10 +149,9 @@ def test_wgan_gp_penalises_instead_of_clipping():
   big = jax.tree.map(lambda p: 50.0 * p, state.critic.params)
   state = state.replace(critic=state.critic.replace(params=big))
   big = jax.device_get(big)  # the call below donates the state's buffers
-  state, numbers = trainer.iteration(state, _random_block(trainer, config.critic_iters))
+  state, numbers = trainer.iteration(state, [_random_block(trainer, config.critic_iters)])
   assert "critic_weight_max" not in numbers
-  penalty = np.asarray(numbers["gradient_penalty"])
-  assert penalty.shape == (config.critic_iters,) and np.all(penalty > 0)
+  assert float(numbers["gradient_penalty"]) > 0
   # No clamping: the weights moved by Adam steps of about lr each, and stayed large.
   for before, after in zip(jax.tree.leaves(big), jax.tree.leaves(state.critic.params)):
     assert np.max(np.abs(np.asarray(after) - before)) < 3 * config.lr_d * 5
@@ -136,8 +159,8 @@ def test_wgan_gp_penalises_instead_of_clipping():
 
 
 def test_unrolled_chunks_train_like_one_scan():
-  # The CPU path (5 steps per unrolled call, generator step in the last) and the accelerator
-  # path (one rolled scan) run the same math with the same random numbers.
+  # The CPU path (unrolled calls of 1 step) and the accelerator path (one rolled scan) run
+  # the same math with the same random numbers.
   results = []
   for chunk in (0, 1):
     config = smoke_config(unrolled_chunk=chunk)
@@ -145,9 +168,8 @@ def test_unrolled_chunks_train_like_one_scan():
     state = trainer.init_state()
     block = _random_block(trainer, config.critic_iters)
     chunks = wgan.critic_chunks(config.critic_iters, config)
-    for i, k in enumerate(chunks):
-      state, numbers = trainer.iteration(state, block[sum(chunks[:i]):sum(chunks[:i]) + k],
-                                         train_generator=i == len(chunks) - 1)
+    starts = np.cumsum([0] + chunks)
+    state, _ = trainer.iteration(state, [block[a:b] for a, b in zip(starts, starts[1:])])
     results.append(jax.device_get(state))
   for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -171,12 +193,13 @@ def test_cli_smoke_run_writes_galleries_metrics_and_checkpoints(smoke_run):
     assert im.size == (2 + 8 * 18, 2 + 8 * 18) and im.mode == "L"
   assert os.path.exists(os.path.join(smoke_run, "samples", "gen_000004.png"))
   records = metrics.read_metrics(smoke_run)
-  # Logged every 2 generator iterations and at the end of each phase.
-  assert [r["step"] for r in records] == [2, 3, 4, 6]
-  assert [r["phase"] for r in records] == [0, 0, 1, 1]
-  # 3 critic steps at each phase's first iteration and at the 4th, else 2: 3+2+2, twice.
-  assert [r["real_batches"] for r in records] == [5, 7, 10, 14]
-  assert [r["lr_g"] for r in records] == pytest.approx([1e-4, 1e-4, 1e-5, 1e-5])
+  records = [r for r in records if "Loss_D" in r]  # galleries have records of their own
+  # Logged every 2 generator iterations.
+  assert [r["step"] for r in records] == [2, 4, 6]
+  assert [r["phase"] for r in records] == [0, 1, 1]
+  # 3 critic steps at each pass's first iteration, else 2: 3+2+2, twice.
+  assert [r["real_batches"] for r in records] == [5, 10, 14]
+  assert [r["lr_g"] for r in records] == pytest.approx([1e-4, 1e-5, 1e-5])
   for r in records:
     assert r["wasserstein_estimate"] == -r["Loss_D"]
     assert r["Loss_D"] == pytest.approx(r["D_real"] - r["D_fake"], abs=1e-6)
@@ -196,7 +219,7 @@ def test_interrupted_run_resumes_to_identical_state(smoke_run, tmp_path):
   # Killed at the end of phase 1 (before the lr/10 switch), then inside phase 2.
   for stop in (3, 5):
     record = wgan.train_and_evaluate(smoke_config(stop_after_gen_iters=stop), workdir)
-    assert record["total_gen_iters"] == stop
+    assert record["step"] == stop
   wgan.train_and_evaluate(smoke_config(), workdir)  # the same command finishes the run
 
   straight, resumed = final_state(smoke_run), final_state(workdir)
@@ -208,7 +231,7 @@ def test_interrupted_run_resumes_to_identical_state(smoke_run, tmp_path):
     expected_png = f.read()
   with open(os.path.join(workdir, "samples", "gen_000006.png"), "rb") as f:
     assert f.read() == expected_png  # the fixed noise survived the restarts too
-  assert [r["step"] for r in metrics.read_metrics(workdir)] == [2, 3, 4, 6]
+  assert [r["step"] for r in metrics.read_metrics(workdir) if "Loss_D" in r] == [2, 3, 4, 5, 6]
 
 
 @needs_fashion_mnist
@@ -250,7 +273,7 @@ def test_folder_with_a_corrupt_file_trains_and_reports_the_skips(tmp_path):
   record = wgan.train_and_evaluate(config, str(tmp_path / "run"))
   # 3 generator iterations x 2 real batches of 8 = 48 reads from 13 files: the broken one
   # comes up once per pass. Replaying the loader gives the exact count.
-  assert record["data_position"] == 6
+  assert record["real_batches"] == 6
   source = folder.ImageFolderSource(str(root), 16, 3, seed=config.seed)
   replay = folder.make_loader(source, 8, seed=config.seed)
   expected = sum(int(b["skipped"].sum()) for b, _ in zip(replay, range(6)))
@@ -281,11 +304,12 @@ def test_missing_or_empty_folder_is_a_clear_error_before_training(tmp_path):
 
 def test_bad_config_values_are_clear_errors(tmp_path):
   cases = [
-      ({"model.isize": 50}, "--config.model.isize=48 or 64"),
+      ({"model.isize": 50}, "--config.model.isize=32 or 64"),
+      ({"model.isize": 48}, "--config.model.isize=32 or 64"),
       ({"loss": "wgan-gp", "optimizer": "adam"}, "--config.model.critic_norm=layer"),
       ({"precision": "fp16"}, "--config.precision=bf16"),
       ({"loss": "hinge"}, "--config.loss"),
-      ({"unrolled_chunk": 2, "critic_iters_long": 3}, "--config.unrolled_chunk"),
+      ({"critic_schedule": "wgan"}, "--config.critic_schedule"),
       ({"data.source": "folder", "data.max_images": 0}, "--config.data.path"),
       ({"num_gen_iters": 0, "num_epochs": 0.0}, "--config.num_epochs"),
   ]
@@ -298,7 +322,7 @@ def test_bad_config_values_are_clear_errors(tmp_path):
 
 
 def test_configs_are_locked_and_unknown_keys_fail_on_the_command_line(tmp_path):
-  for variant in ("lsun", "folder", "fashion_mnist", "smoke", "lsun,gp"):
+  for variant in ("lsun", "folder", "fashion_mnist", "smoke", "lsun,gp", "lsun,paper"):
     config = wgan_configs.get_config(variant)
     wgan.validate_config(config)
     with pytest.raises(AttributeError):
@@ -313,13 +337,15 @@ def test_configs_are_locked_and_unknown_keys_fail_on_the_command_line(tmp_path):
 
 def test_image_data_blocks_are_a_pure_function_of_the_position():
   mesh = parallel.make_mesh()
-  pixels = np.arange(20 * 4 * 4, dtype=np.uint32).reshape(20, 4, 4, 1) % 251
-  data = unlabelled.DeviceImages(pixels.astype(np.uint8), 4, seed=0, mesh=mesh)
+  pixels = (np.arange(20 * 4 * 4, dtype=np.uint32).reshape(20, 4, 4, 1) % 251).astype(np.uint8)
+  data = unlabelled.DeviceImages(pixels, 4, seed=0, mesh=mesh)
   assert data.steps_per_epoch == 5
-  whole = np.concatenate([np.asarray(b) for b, _ in data.blocks(0, [3, 4, 5])])
+  gather = jax.jit(data.take)
+  whole = np.concatenate([np.asarray(gather(data.arrays, b)) for b, _ in data.blocks(0, [3, 4, 5])])
   # Restarting at any position gives the same batches; each epoch is a permutation.
-  again = np.asarray(unlabelled.DeviceImages(pixels.astype(np.uint8), 4, 0, mesh).block(7, 5))
-  np.testing.assert_array_equal(whole[7:12], again)
+  again = unlabelled.DeviceImages(pixels, 4, 0, mesh)
+  block, _ = next(again.blocks(7, [5]))
+  np.testing.assert_array_equal(whole[7:12], np.asarray(gather(again.arrays, block)))
   firsts = whole[:5].reshape(20, -1)[:, 0]
   assert sorted(firsts.tolist()) == sorted(pixels.reshape(20, -1)[:, 0].tolist())
   assert not np.array_equal(whole[:5], whole[5:10])
@@ -340,7 +366,7 @@ PARALLEL = textwrap.dedent("""
       trainer = wgan.WGAN(config, parallel.make_mesh(devices))
       state, block = trainer.init_state(), _random_block(trainer, 3)
       for _ in range(2):
-        state, numbers = trainer.iteration(state, block)
+        state, numbers = trainer.iteration(state, [block])
       return block, jax.device_get((state, numbers))
 
     _, one = train(jax.devices()[:1])

@@ -11,8 +11,8 @@ is one integer (real batches consumed) and a resumed run continues with the same
 
 Two kinds of source:
 
-* ``DeviceImages``: a small data set (Fashion-MNIST) held whole in device memory; each
-  block is gathered on the device by one jitted call, a fresh permutation per epoch.
+* ``DeviceImages``: a small data set (Fashion-MNIST) held whole in device memory; a block
+  is an index array, gathered on the device by the critic program itself.
 * ``StreamedImages``: image files (any folder, recursively) or an LSUN LMDB, decoded on the
   host by a grain pipeline (``make_loader``) with worker processes; a background thread
   stacks the next blocks and puts them on the device while the current one trains.
@@ -21,7 +21,6 @@ Two kinds of source:
 
 from __future__ import annotations
 
-import functools
 import math
 import queue
 import threading
@@ -31,11 +30,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
 from PIL import Image
 
 from jaxgan import parallel
-from jaxgan.data import classification, folder
+from jaxgan.data import classification, device, folder
 
 SOURCES = ("fashion_mnist", "folder", "lsun")
 
@@ -47,7 +46,7 @@ def to_unit_range(images, dtype=jnp.float32):
 
 def block_sharding(mesh: Mesh) -> NamedSharding:
   """A block (n, B, H, W, C) is split over the devices along its batch axis."""
-  return NamedSharding(mesh, P(None, "data"))
+  return parallel.data_sharding(mesh, batch_axis=1)
 
 
 # ----------------------------------------------------------------------------- Fashion-MNIST
@@ -74,34 +73,11 @@ def fashion_mnist_images(isize: int, data_dir: str | None = None,
 
 # ----------------------------------------------------------------------------- in device memory
 
-def _gather_block(images, perm, perm_epoch, start, key, *, n: int, batch_size: int,
-                  steps_per_epoch: int):
-  """Real batches ``start .. start+n-1`` of the stream, stacked; pure and jitted.
-
-  Epoch ``e`` visits the images in the order ``permutation(fold_in(key, e))`` and has
-  ``steps_per_epoch`` whole batches (the remainder waits for a later epoch's order). The
-  current epoch's permutation is carried between calls, so it is recomputed only when a
-  batch starts a new epoch, not at every step.
-  """
-  num_images = images.shape[0]
-
-  def one_batch(carry, k):
-    perm, perm_epoch = carry
-    epoch = k // steps_per_epoch
-    perm = jax.lax.cond(
-        epoch == perm_epoch, lambda: perm,
-        lambda: jax.random.permutation(jax.random.fold_in(key, epoch), num_images))
-    i = k % steps_per_epoch
-    idx = jax.lax.dynamic_slice(perm, (i * batch_size,), (batch_size,))
-    return (perm, epoch), images[idx]
-
-  positions = start + jnp.arange(n, dtype=jnp.int32)
-  (perm, perm_epoch), block = jax.lax.scan(one_batch, (perm, perm_epoch), positions)
-  return block, perm, perm_epoch
-
-
 class DeviceImages:
-  """A small uint8 image set held whole on every device; blocks are gathered there.
+  """A small uint8 image set held whole on every device; a block is an index array.
+
+  Real batch k is `EpochSampler`'s batch k (a fresh permutation per epoch); a block of n
+  batches is their (n, B) indices, gathered on the device inside the critic program.
 
   Args:
     images: (N, H, W, C) uint8.
@@ -110,8 +86,6 @@ class DeviceImages:
     mesh: the ("data",) mesh.
   """
 
-  skipped_total = 0  # nothing on disk to fail
-
   def __init__(self, images: np.ndarray, batch_size: int, seed: int, mesh: Mesh):
     if len(images) < batch_size:
       raise ValueError(f"batch_size={batch_size} is larger than the {len(images)} images: "
@@ -119,37 +93,19 @@ class DeviceImages:
     self.num_images = len(images)
     self.image_shape = images.shape[1:]
     self.batch_size = batch_size
-    self.steps_per_epoch = len(images) // batch_size
-    self.mesh = mesh
-    self._images = parallel.replicate(images, mesh)
-    # A key of its own, apart from the training noise: data order is a property of the seed.
-    self._key = jax.random.fold_in(jax.random.PRNGKey(seed), 0x0DA7A)
-    self._perm = parallel.replicate(np.zeros(len(images), np.int32), mesh)
-    self._perm_epoch = parallel.replicate(np.int32(-1), mesh)
-    self._gather = {}
+    self.sampler = device.EpochSampler(len(images), batch_size, seed)
+    self.steps_per_epoch = self.sampler.steps_per_epoch
+    self._dataset = device.DeviceDataset(images, mesh)
+    self.arrays, self.take = self._dataset.arrays, device.DeviceDataset.take
 
-  def _gather_fn(self, n: int):
-    if n not in self._gather:
-      rep = parallel.replicated(self.mesh)
-      self._gather[n] = jax.jit(
-          functools.partial(_gather_block, n=n, batch_size=self.batch_size,
-                            steps_per_epoch=self.steps_per_epoch),
-          out_shardings=(block_sharding(self.mesh), rep, rep), donate_argnums=(1,))
-    return self._gather[n]
-
-  def block(self, position: int, n: int) -> jax.Array:
-    """Real batches ``position .. position+n-1`` as one (n, B, H, W, C) device array."""
-    block, self._perm, self._perm_epoch = self._gather_fn(n)(
-        self._images, self._perm, self._perm_epoch, jnp.int32(position), self._key)
-    return block
+  def block_indices(self, position: int, n: int) -> np.ndarray:
+    """(n, B) indices of real batches ``position .. position + n - 1``."""
+    return np.stack([self.sampler.indices(k) for k in range(position, position + n)])
 
   def blocks(self, position: int, counts: Iterable[int]) -> Iterator[tuple[jax.Array, int]]:
-    """Yields ``(block, skipped)`` for consecutive blocks of ``counts`` batches each.
-
-    Gathering is one asynchronous device call per block, so no prefetch thread is needed.
-    """
+    """Yields ``(block, skipped)`` for consecutive blocks of ``counts`` batches each."""
     for n in counts:
-      yield self.block(position, n), 0
+      yield self._dataset.to_device(self.block_indices(position, n), batch_axis=1), 0
       position += n
 
   def close(self) -> None:
@@ -192,6 +148,8 @@ class StreamedImages:
     self.prefetch = max(1, prefetch)
     self.skipped_total = 0
     self._active = []
+    # Blocks arrive as decoded images: the critic program takes them as they are.
+    self.arrays, self.take = {}, device.StreamedBatches.take
 
   def _host_blocks(self, position: int, counts: Iterable[int]):
     """(n, b, H, W, C) numpy blocks of this host's rows, and their skip counts."""

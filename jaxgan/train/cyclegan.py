@@ -399,8 +399,9 @@ class CycleGAN:
   def batches(self, start: int):
     return self.feed.batches(start)
 
-  def compile(self, state, batch) -> None:
+  def compile(self, state, batch) -> bool:
     self._train_step = self._train_step.lower(state, self.feed.arrays, batch).compile()
+    return True
 
   @property
   def compiled_train_step(self):

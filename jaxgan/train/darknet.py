@@ -219,8 +219,9 @@ class Classifier:
   def batches(self, start: int):
     return batches_from(self.sampler.indices, start, self.data.to_device)
 
-  def compile(self, state, indices) -> None:
+  def compile(self, state, indices) -> bool:
     self._train_step = self._train_step.lower(state, self.data.arrays, indices).compile()
+    return True
 
   @property
   def compiled_train_step(self):

@@ -18,7 +18,7 @@ the Flax examples' ``train_and_evaluate`` and big_vision's ``train.py``:
 
 A task provides (see `Task`): ``what`` (for messages), ``init_state()``,
 ``abstract_state()``, ``batches(start)``, ``train_step(state, batch) -> (state,
-metrics)``, ``compile(state, batch)``, ``summarize(step, metrics, seconds) -> record``,
+metrics)``, ``compile(state, batch)`` (ahead of time; False if it leaves that to jit), ``summarize(step, metrics, seconds) -> record``,
 ``log_line(step, record)``,
 ``meta() / load_meta(meta)`` (host-side numbers a resume needs), ``summary(record)``
 (the closing line) and ``close()``.
@@ -54,7 +54,7 @@ class Task(Protocol):
   def abstract_state(self) -> Any: ...
   def batches(self, start: int) -> Iterator[Any]: ...
   def train_step(self, state, batch) -> tuple[Any, dict]: ...
-  def compile(self, state, batch) -> None: ...
+  def compile(self, state, batch) -> bool: ...
   def summarize(self, step: int, metrics: dict[str, np.ndarray], seconds: float) -> dict: ...
   def log_line(self, step: int, record: dict) -> str: ...
   def meta(self) -> dict: ...
@@ -236,8 +236,8 @@ def _train(task, config, workdir, ckpt, num_steps, log_every, checkpoint_every, 
         batches = task.batches(start)
         first = next(batches)
         compile_clock = Stopwatch()
-        task.compile(state, first)
-        logging.info("train step compiled in %.1f s", compile_clock.elapsed())
+        if task.compile(state, first):
+          logging.info("train step compiled in %.1f s", compile_clock.elapsed())
         batches = itertools.chain([first], batches)
         history, interval = [], Stopwatch()
         for step in progress(range(start + 1, stop + 1), stop - start, desc):

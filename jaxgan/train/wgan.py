@@ -1,21 +1,21 @@
 """Wasserstein GAN with the lesson's DCGAN networks (lesson 12, "wgan").
 
 Reads like the lesson's ``train()``: for every generator iteration, train the critic
-``d_iters`` times (100 while the generator is young and at every 500th iteration, else 5),
-each time clamping the critic's weights to [-c, c] first, on a fresh real batch and a fresh
-fake one, with loss critic(real) - critic(fake); then train the generator once to lower
-critic(G(z)). RMSProp (PyTorch's), lr 1e-4 for both; optionally one more phase at lr/10
-with fresh optimizers, as the lesson does after the first epoch.
+``d_iters`` times (100 now and then, else 5), each time clamping the critic's weights to
+[-c, c] first, on a fresh real batch and a fresh fake one, with loss critic(real) -
+critic(fake); then train the generator once to lower critic(G(z)). RMSProp (PyTorch's),
+lr 1e-4 for both; optionally one more pass at lr/10 with fresh optimizers, as the lesson
+does after the first epoch.
 
-What is new is how it runs. One generator iteration is **one jitted call**: a ``lax.scan``
-over the critic steps consumes a block of real batches (n_critic, B, H, W, C), then the
-generator step follows, all on the device with the state donated; one program is compiled
-per distinct critic count (5 and 100). The state (both networks, both optimizer states,
-the counters, the RNG and the fixed gallery noise) is one pytree, replicated over a
-("data",) mesh while batches are split over it, so the same code is data-parallel on any
-number of devices. The host mirrors the counters, so it never waits for the device except
-to log, draw the gallery or checkpoint. On CPUs the critic steps run unrolled, a few per
-call (``critic_chunks`` says why).
+What is new is how it runs. The whole run's schedule (which generator iteration takes how
+many critic steps, from which stream position) is worked out once (`schedule`) and drives
+both the data and the loop. A generator iteration is two jitted programs with the state
+donated: the critic steps, a ``lax.scan`` over a block of real batches (n, B, H, W, C)
+(unrolled chunks on CPUs: `critic_chunks`), then the generator step. The state (both
+networks, both optimizer states, the counters, the RNG and the fixed gallery noise) is one
+pytree, replicated over a ("data",) mesh while batches are split over it, so the same code
+is data-parallel on any number of devices; the shared loop (`jaxgan.train.loop`) logs,
+draws galleries and checkpoints.
 
 The improved WGAN (``loss='wgan-gp'``, Gulrajani et al. 2017) swaps clipping for a gradient
 penalty on random interpolates and RMSProp for Adam; its critic must not use BatchNorm.
@@ -26,11 +26,9 @@ D(fake) (so -Loss_D estimates the Wasserstein distance) and Loss_G = D(G(z)).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import itertools
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -42,7 +40,8 @@ from absl import logging
 
 from jaxgan import checkpoint, images, metrics, models, optim, parallel, precision
 from jaxgan.data import unlabelled
-from jaxgan.train import common
+from jaxgan.data.device import StreamedBatches
+from jaxgan.train import config_checks, loop
 
 LOSSES = ("wgan", "wgan-gp")
 OPTIMIZERS = ("rmsprop", "adam")
@@ -70,16 +69,63 @@ class WGANState:
 
 # ----------------------------------------------------------------------------- the lesson's rules
 
-def critic_iterations(gen_iters: int, config: ml_collections.ConfigDict) -> int:
-  """The lesson's ``d_iters``: 100 while gen_iterations < 25 or every 500th, else 5.
+SCHEDULES = ("lesson", "paper")
+
+
+class GenIteration(NamedTuple):
+  """One generator iteration of the run, as `schedule` lays it out."""
+  phase: int  # 0, or 1 in the optional lr/10 pass
+  phase_iter: int  # generator iterations of this phase before this one
+  critic_steps: int  # real batches its critic steps consume
+  first_batch: int  # the stream position of the first of them
+
+
+def critic_iterations(phase_iter: int, total_iter: int, config) -> int:
+  """The lesson's ``d_iters``: a long critic burst now and then, else ``critic_iters``.
 
   The critic has to be good before the generator can learn from it, hence the long bursts
-  at the start and, to keep it good, every so often. All four numbers are config fields
-  (``long_critic_until`` / ``long_critic_every`` of 0 switch a rule off).
+  (``critic_iters_long``, 100) at the start and, to keep it good, every so often.
+
+  * ``critic_schedule="lesson"``: the lesson calls ``train(1, False)`` for each pass, and
+    ``gen_iterations`` restarts at 0 in each call: a burst at every ``long_critic_every``-th
+    iteration of a phase, 0 included, and no "< 25" warm-up.
+  * ``"paper"`` (the WGAN paper's code): one counter for the whole run; a burst while it is
+    under ``long_critic_until`` (once per run) and at every ``long_critic_every``-th.
+
+  A ``long_critic_until`` / ``long_critic_every`` of 0 switches that rule off.
   """
-  long_burst = gen_iters < config.long_critic_until or (
-      config.long_critic_every > 0 and gen_iters % config.long_critic_every == 0)
+  every = config.long_critic_every
+  if config.critic_schedule == "lesson":
+    long_burst = every > 0 and phase_iter % every == 0
+  else:
+    long_burst = total_iter < config.long_critic_until or (every > 0 and total_iter % every == 0)
   return config.critic_iters_long if long_burst else config.critic_iters
+
+
+def phase_lr_factors(config) -> list[float]:
+  """Learning-rate multiplier of each phase: [1], or [1, 0.1] with the lesson's second pass."""
+  return [1.0] + ([config.second_phase_lr_factor] if config.second_phase else [])
+
+
+def schedule(config, steps_per_epoch: int) -> list[GenIteration]:
+  """Every generator iteration of the run, worked out once; data and loop both follow it.
+
+  A phase is ``num_gen_iters`` generator iterations, or ``num_epochs`` passes over the data:
+  then, as in the lesson's ``while (j < d_iters) and (i < n)``, the last critic burst is cut
+  short where the pass ends.
+  """
+  items, total, position = [], 0, 0
+  for phase in range(len(phase_lr_factors(config))):
+    budget = (0 if config.num_gen_iters > 0
+              else unlabelled.epochs_to_batches(config.num_epochs, steps_per_epoch))
+    phase_iter = used = 0
+    while (phase_iter < config.num_gen_iters) if budget == 0 else (used < budget):
+      n = critic_iterations(phase_iter, total, config)
+      if budget:
+        n = min(n, budget - used)
+      items.append(GenIteration(phase, phase_iter, n, position))
+      phase_iter, total, used, position = phase_iter + 1, total + 1, used + n, position + n
+  return items
 
 
 def critic_chunks(n_critic: int, config) -> list[int]:
@@ -92,29 +138,9 @@ def critic_chunks(n_critic: int, config) -> list[int]:
   unrolled. Unrolling a burst of 100 would take minutes to compile, hence the chunks.
   """
   k = config.unrolled_chunk
-  return [n_critic] if k <= 0 else [k] * (n_critic // k)
-
-
-def phase_lr_factors(config) -> list[float]:
-  """Learning-rate multiplier of each phase: [1], or [1, 0.1] with the lesson's second pass."""
-  return [1.0] + ([config.second_phase_lr_factor] if config.second_phase else [])
-
-
-def gen_iters_per_phase(config, steps_per_epoch: int) -> int:
-  """Generator iterations in one phase: ``num_gen_iters``, or enough for ``num_epochs``.
-
-  A phase of epochs ends with the first generator iteration that completes them (the last
-  critic burst is not cut short at the epoch's end as the lesson's ``i < n`` does: every
-  call keeps its compiled length, and the data simply streams on).
-  """
-  if config.num_gen_iters > 0:
-    return config.num_gen_iters
-  target = unlabelled.epochs_to_batches(config.num_epochs, steps_per_epoch)
-  gen_iters = consumed = 0
-  while consumed < target:
-    consumed += critic_iterations(gen_iters, config)
-    gen_iters += 1
-  return gen_iters
+  if k <= 0:
+    return [n_critic]
+  return [k] * (n_critic // k) + ([n_critic % k] if n_critic % k else [])
 
 
 def gradient_penalty(critic_fn, real, fake, eps, weight: float):
@@ -141,41 +167,39 @@ def largest_weight(params):
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Catches impossible settings before any data is read; each error names the fix."""
-  common.check_choice("loss", config.loss, LOSSES)
-  common.check_choice("optimizer", config.optimizer, OPTIMIZERS)
-  common.check_choice("data.source", config.data.source, unlabelled.SOURCES)
-  common.check_choice("model.critic_norm", config.model.critic_norm, ("batch", "layer", "none"))
-  common.check_choice("model.upsample", config.model.upsample, ("", "nearest", "bilinear"))
-  common.check_choice("data.channels", config.data.channels, (1, 3))
+  config_checks.choice(config, "loss", LOSSES)
+  config_checks.choice(config, "optimizer", OPTIMIZERS)
+  config_checks.choice(config, "critic_schedule", SCHEDULES)
+  config_checks.choice(config, "data.source", unlabelled.SOURCES)
+  config_checks.choice(config, "model.critic_norm", ("batch", "layer", "none"))
+  config_checks.choice(config, "model.upsample", ("", "nearest", "bilinear"))
+  config_checks.choice(config, "data.channels", (1, 3))
   if precision.get_policy(config.precision).needs_loss_scaling:
     raise ValueError("precision=fp16 needs loss scaling, which the WGAN steps do not do: "
                      "set --config.precision=bf16 (same speed, no scaling needed) or fp32.")
   isize = config.model.isize
-  if not isinstance(isize, int) or isize < 16 or isize % 16:
-    lower, upper = max(16, isize // 16 * 16), (isize // 16 + 1) * 16
-    raise ValueError(f"config.model.isize={isize} is not a multiple of 16, which the DCGAN "
-                     f"networks need (4x4 doubled up to isize): set --config.model.isize="
-                     f"{lower} or {upper}.")
+  if not isinstance(isize, int) or isize < 16 or isize & (isize - 1):
+    # The networks double 4x4 up to isize: 16, 32, 64, 128, ... only.
+    lower = 16 if not isinstance(isize, int) or isize < 32 else 1 << (isize.bit_length() - 1)
+    raise ValueError(f"config.model.isize={isize} is not 16 times a power of two, which the "
+                     f"DCGAN networks need (4x4 doubled up to isize): set "
+                     f"--config.model.isize={lower} or {2 * lower}.")
   if config.loss == "wgan-gp" and config.model.critic_norm == "batch":
     raise ValueError("loss=wgan-gp penalises each example's own gradient, which BatchNorm's "
                      "batch statistics mix up: set --config.model.critic_norm=layer (or none).")
-  common.check_positive(config, "batch_size", "lr_g", "lr_d", "critic_iters",
-                        "critic_iters_long", "model.nz", "model.ngf", "model.ndf",
-                        "num_samples", "log_every", "sample_every", "checkpoint_every",
-                        "second_phase_lr_factor", "data.prefetch")
+  config_checks.positive(config, "batch_size", "lr_g", "lr_d", "critic_iters",
+                         "critic_iters_long", "model.nz", "model.ngf", "model.ndf",
+                         "num_samples", "log_every", "sample_every", "checkpoint_every",
+                         "second_phase_lr_factor", "data.prefetch")
+  config_checks.non_negative(config, "gen_batch_size", "unrolled_chunk")
   if config.loss == "wgan":
-    common.check_positive(config, "clip_value")
-  k = config.unrolled_chunk
-  if k > 0 and (config.critic_iters % k or config.critic_iters_long % k):
-    raise ValueError(f"unrolled_chunk={k} must divide critic_iters={config.critic_iters} and "
-                     f"critic_iters_long={config.critic_iters_long}: set "
-                     f"--config.unrolled_chunk={config.critic_iters} (or 0 on a GPU/TPU).")
+    config_checks.positive(config, "clip_value")
   if config.num_gen_iters <= 0 and config.num_epochs <= 0:
     raise ValueError("set a run length: --config.num_epochs=1 (passes over the data per "
                      "phase) or --config.num_gen_iters=N (generator iterations per phase).")
   if not 0.0 < config.data.fraction <= 1.0:
     raise ValueError(f"config.data.fraction={config.data.fraction} must be in (0, 1]: e.g. "
-                     "--config.data.fraction=0.1 for the lesson's 10% sample.")
+                     "--config.data.fraction=0.1 for a 10% sample.")
 
 
 def build_models(config, policy: precision.Policy):
@@ -315,21 +339,19 @@ def generator_step(gen_net: NetState, critic_net: NetState, key, *, generator, c
   return new_gen, critic_net.replace(batch_stats=critic_batch_stats), loss_g
 
 
-def generator_iteration(state: WGANState, block, *, generator, critic, gen_tx, critic_tx,
-                        loss: str, clip_value: float, gp_weight: float, nz: int,
-                        batch_sharding, train_generator: bool = True, unroll: bool = False):
-  """n critic steps over ``block`` (n, B, H, W, C) uint8, then one generator step.
+def critic_steps(state: WGANState, data, block, *, take, generator, critic, critic_tx,
+                 loss: str, clip_value: float, gp_weight: float, nz: int, batch_sharding,
+                 unroll: bool = False):
+  """n critic steps, one per real batch of ``block`` (n, B, ...); pure, jitted per n.
 
-  Pure; jitted once per n with the state donated. Returns the new state and the numbers:
-  per critic step arrays of shape (n,) and the generator's scalar ``Loss_G``.
-
-  ``train_generator=False`` stops after the critic steps: a long burst can then be run as
-  several calls (see ``critic_chunks``). ``unroll`` unrolls the critic loop, for XLA:CPU.
+  ``take(data, block)`` turns the block into images (n, B, H, W, C) uint8: a gather from
+  the data set in device memory, or the decoded images themselves. ``unroll`` unrolls the
+  loop (XLA:CPU, see `critic_chunks`). Returns the new state and the numbers the lesson
+  prints, of the last critic step (``critic_weight_max``: the largest over the steps).
   """
-  n, batch_size = block.shape[0], block.shape[1]
+  real_blocks = take(data, block)
+  n = real_blocks.shape[0]
   critic_key = jax.random.fold_in(state.rng, 1)
-  gen_key = jax.random.fold_in(state.rng, 2)
-  step_kw = dict(generator=generator, critic=critic, nz=nz, batch_sharding=batch_sharding)
 
   def one_critic_step(carry, xs):
     critic_net, gen_batch_stats = carry
@@ -338,26 +360,33 @@ def generator_iteration(state: WGANState, block, *, generator, critic, gen_tx, c
     key = jax.random.fold_in(critic_key, position)
     critic_net, gen_batch_stats, numbers = critic_step(
         critic_net, state.generator.replace(batch_stats=gen_batch_stats), real_u8, key,
-        critic_tx=critic_tx, loss=loss, clip_value=clip_value, gp_weight=gp_weight,
-        **step_kw)
+        generator=generator, critic=critic, critic_tx=critic_tx, loss=loss,
+        clip_value=clip_value, gp_weight=gp_weight, nz=nz, batch_sharding=batch_sharding)
     return (critic_net, gen_batch_stats), numbers
 
   positions = state.data_position + jnp.arange(n, dtype=jnp.int32)
   (critic_net, gen_batch_stats), numbers = jax.lax.scan(
-      one_critic_step, (state.critic, state.generator.batch_stats), (block, positions),
+      one_critic_step, (state.critic, state.generator.batch_stats), (real_blocks, positions),
       unroll=n if unroll else 1)
-  if not train_generator:
-    return state.replace(critic=critic_net,
-                         generator=state.generator.replace(batch_stats=gen_batch_stats),
-                         data_position=state.data_position + n), numbers
-  gen_net, critic_net, loss_g = generator_step(
-      state.generator.replace(batch_stats=gen_batch_stats), critic_net,
-      jax.random.fold_in(gen_key, state.total_gen_iters), gen_tx=gen_tx,
-      batch_size=batch_size, **step_kw)
-  new = state.replace(generator=gen_net, critic=critic_net, gen_iters=state.gen_iters + 1,
-                      total_gen_iters=state.total_gen_iters + 1,
+  new = state.replace(critic=critic_net,
+                      generator=state.generator.replace(batch_stats=gen_batch_stats),
                       data_position=state.data_position + n)
-  return new, {**numbers, "Loss_G": loss_g}
+  last = {k: v[-1] for k, v in numbers.items()}
+  if "critic_weight_max" in numbers:
+    last["critic_weight_max"] = jnp.max(numbers["critic_weight_max"])
+  return new, last
+
+
+def generator_iteration_end(state: WGANState, *, generator, critic, gen_tx, batch_size: int,
+                            nz: int, batch_sharding):
+  """The generator step that closes a generator iteration; pure, jitted once."""
+  gen_key = jax.random.fold_in(jax.random.fold_in(state.rng, 2), state.total_gen_iters)
+  gen_net, critic_net, loss_g = generator_step(
+      state.generator, state.critic, gen_key, generator=generator, critic=critic,
+      gen_tx=gen_tx, batch_size=batch_size, nz=nz, batch_sharding=batch_sharding)
+  new = state.replace(generator=gen_net, critic=critic_net, gen_iters=state.gen_iters + 1,
+                      total_gen_iters=state.total_gen_iters + 1)
+  return new, loss_g
 
 
 def generate(gen_net: NetState, z, *, generator):
@@ -367,261 +396,169 @@ def generate(gen_net: NetState, z, *, generator):
 
 
 class WGAN:
-  """The two networks, their optimizers and the jitted programs that train them."""
+  """The two networks, their optimizers, the run's schedule and the jitted programs.
 
-  def __init__(self, config: ml_collections.ConfigDict, mesh):
-    validate_config(config)
-    self.config, self.mesh = config, mesh
+  Args:
+    config: a config from ``experiments/configs/wgan.py`` (already validated).
+    mesh: the ("data",) mesh.
+    data: the real images (`jaxgan.data.unlabelled.make_image_data`), or None for blocks
+      of decoded images passed in directly (tests, the benchmark, sampling).
+  """
+  what = "a WGAN run"
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh, data=None):
+    self.config, self.mesh, self.data = config, mesh, data
     self.policy = precision.get_policy(config.precision)
     self.generator, self.critic = build_models(config, self.policy)
     self.gen_tx = make_optimizer(config, config.lr_g)
     self.critic_tx = make_optimizer(config, config.lr_d)
-    self.block_sharding = unlabelled.block_sharding(mesh)
-    rep = parallel.replicated(mesh)
-    iteration = functools.partial(
-        generator_iteration, generator=self.generator, critic=self.critic,
-        gen_tx=self.gen_tx, critic_tx=self.critic_tx, loss=config.loss,
-        clip_value=config.clip_value, gp_weight=config.gp_weight, nz=config.model.nz,
-        batch_sharding=parallel.data_sharding(mesh), unroll=config.unrolled_chunk > 0)
-    self._iteration = {
-        train_generator: jax.jit(functools.partial(iteration, train_generator=train_generator),
-                                 donate_argnums=(0,))
-        for train_generator in (True, False)}
-    self._compiled = {}  # (critic count, train_generator) -> compiled program
+    self.block_sharding = parallel.data_sharding(mesh, batch_axis=1)
+    self.skipped = 0
+    self.factors = phase_lr_factors(config)
+    self.schedule = schedule(config, data.steps_per_epoch) if data is not None else []
+    take = data.take if data is not None else StreamedBatches.take
+    self.arrays = data.arrays if data is not None else {}
+    sharding = parallel.data_sharding(mesh)
+    models_kw = dict(generator=self.generator, critic=self.critic, nz=config.model.nz,
+                     batch_sharding=sharding)
+    self._critic_steps = jax.jit(functools.partial(
+        critic_steps, take=take, critic_tx=self.critic_tx, loss=config.loss,
+        clip_value=config.clip_value, gp_weight=config.gp_weight,
+        unroll=config.unrolled_chunk > 0, **models_kw), donate_argnums=(0,))
+    self._generator_step = jax.jit(functools.partial(
+        generator_iteration_end, gen_tx=self.gen_tx,
+        batch_size=config.gen_batch_size or config.batch_size, **models_kw),
+        donate_argnums=(0,))
     self._generate = jax.jit(functools.partial(generate, generator=self.generator))
     self._start_phase = jax.jit(
         functools.partial(start_phase, gen_tx=self.gen_tx, critic_tx=self.critic_tx),
-        out_shardings=rep, donate_argnums=(0,))
+        out_shardings=parallel.replicated(mesh), donate_argnums=(0,))
+
+  # --- state
+
+  def _create_state(self) -> WGANState:
+    return create_state(self.generator, self.critic, self.gen_tx, self.critic_tx, self.config)
 
   def init_state(self) -> WGANState:
-    make = functools.partial(create_state, self.generator, self.critic, self.gen_tx,
-                             self.critic_tx, self.config)
-    return jax.jit(make, out_shardings=parallel.replicated(self.mesh))()
+    return jax.jit(self._create_state, out_shardings=parallel.replicated(self.mesh))()
+
+  def abstract_state(self) -> WGANState:
+    """Shapes, dtypes and shardings of the state, computing nothing (restore targets)."""
+    return parallel.abstract_replicated(jax.eval_shape(self._create_state), self.mesh)
 
   def block_shape(self, n: int) -> tuple[int, ...]:
     isize = self.config.model.isize
     return (n, self.config.batch_size, isize, isize, self.config.data.channels)
 
-  def compile(self, state: WGANState, n: int, train_generator: bool = True) -> float:
-    """Compiles n critic steps (+ the generator step); returns the seconds it took."""
-    clock = common.Stopwatch()
-    block = jax.ShapeDtypeStruct(self.block_shape(n), jnp.uint8, sharding=self.block_sharding)
-    self._compiled[n, train_generator] = (
-        self._iteration[train_generator].lower(state, block).compile())
-    return clock.elapsed()
+  # --- one generator iteration
 
-  def compiled(self, n: int, train_generator: bool = True):
-    return self._compiled[n, train_generator]
+  def iteration(self, state: WGANState, blocks, start_phase: float | None = None):
+    """Critic steps over each block (several calls on CPUs), then the generator step.
 
-  def iteration(self, state: WGANState, block, train_generator: bool = True):
-    """Critic steps over ``block``, then (by default) the generator step; one device call.
-
-    Compiles on the first use of each block length.
+    ``start_phase``: the lr factor of a phase that starts with this iteration.
     """
-    key = (block.shape[0], train_generator)
-    if key not in self._compiled:
-      seconds = self.compile(state, *key)
-      logging.info("%d critic steps%s compiled in %.1f s", key[0],
-                   " + generator step" if train_generator else "", seconds)
-    return self._compiled[key](state, block)
-
-  def start_phase(self, state: WGANState, factor: float) -> WGANState:
-    return self._start_phase(state, jnp.float32(factor))
+    if start_phase is not None:
+      state = self._start_phase(state, jnp.float32(start_phase))
+    numbers = []
+    for block in blocks:
+      state, chunk_numbers = self._critic_steps(state, self.arrays, block)
+      numbers.append(chunk_numbers)
+    state, loss_g = self._generator_step(state)
+    out = dict(numbers[-1], Loss_G=loss_g)
+    if "critic_weight_max" in out and len(numbers) > 1:
+      out["critic_weight_max"] = functools.reduce(
+          jnp.maximum, [n["critic_weight_max"] for n in numbers])
+    return state, out
 
   def generate(self, gen_net: NetState, z) -> jax.Array:
     return self._generate(gen_net, z)
 
+  # --- training, as the loop drives it
 
-# ----------------------------------------------------------------------------- the loop
-
-@dataclasses.dataclass
-class Progress:
-  """The host's copy of the state's counters, so choosing n never waits for the device."""
-  phase: int
-  gen_iters: int
-  total_gen_iters: int
-  data_position: int
-
-  @classmethod
-  def of(cls, state: WGANState) -> "Progress":
-    c = jax.device_get((state.phase, state.gen_iters, state.total_gen_iters,
-                        state.data_position))
-    return cls(*(int(v) for v in c))
-
-  def advance(self, n_critic: int) -> None:
-    self.gen_iters += 1
-    self.total_gen_iters += 1
-    self.data_position += n_critic
-
-
-def save_gallery(wgan: WGAN, state: WGANState, workdir: str, step: int,
-                 writer: metrics.MetricWriter) -> str:
-  """The generator on the run's fixed noise, 8 per row, as PNG and in TensorBoard."""
-  fakes = jax.device_get(wgan.generate(state.generator, state.fixed_noise))
-  grid = images.make_grid(fakes, ncol=8)
-  path = os.path.join(workdir, "samples", f"gen_{step:06d}.png")
-  if writer.enabled:
-    images.save_png(path, grid)
-  writer.write_image(step, "samples", grid)
-  return path
-
-
-def _record(numbers, progress: Progress, config, steps_per_epoch: int, skipped: int,
-            lr_factor: float, speed: dict, clock: common.Stopwatch) -> dict:
-  numbers = jax.device_get(numbers)
-  loss_d = float(numbers["Loss_D"][-1])
-  record = {
-      # The lesson prints the last critic step's numbers and the generator's loss.
-      "Loss_D": loss_d, "Loss_G": float(numbers["Loss_G"]),
-      "D_real": float(numbers["D_real"][-1]), "D_fake": float(numbers["D_fake"][-1]),
-      "wasserstein_estimate": -loss_d,
-      "phase": progress.phase, "epoch": progress.data_position / steps_per_epoch,
-      "real_batches": progress.data_position, "lr_g": config.lr_g * lr_factor,
-      "lr_d": config.lr_d * lr_factor, "skipped_images": skipped,
-      "wall_time": clock.elapsed(), **speed,
-  }
-  if "critic_weight_max" in numbers:
-    record["critic_weight_max"] = float(np.max(numbers["critic_weight_max"]))
-  if "gradient_penalty" in numbers:
-    record["gradient_penalty"] = float(numbers["gradient_penalty"][-1])
-  return record
-
-
-class _Run:
-  """One run in a workdir: the trainer, its data and outputs, and the host's counters."""
-
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-    validate_config(config)
-    parallel.maybe_initialize_distributed()
-    mesh = parallel.make_mesh()
-    parallel.check_batch_divisible(config.batch_size, mesh, "batch_size")
-    self.config, self.workdir = config, workdir
-    self.data = unlabelled.make_image_data(config.data, config.model.isize, config.batch_size,
-                                           config.seed, mesh)
-    self.wgan = WGAN(config, mesh)
-    self.ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                        config.keep_checkpoints)
-    self.state = self.wgan.init_state()
-    meta = {"elapsed": 0.0, "skipped_images": 0}
-    if self.ckpt.latest_step() is not None:
-      self.state, meta = self.ckpt.restore(self.state)
-      logging.info("Resuming at generator iteration %d in %s", meta["total_gen_iters"],
-                   workdir)
-    metrics.write_config(workdir, config)
-    self.writer = metrics.MetricWriter(workdir)
-    self.clock = common.Stopwatch(meta["elapsed"])
-    self.progress = Progress.of(self.state)
-    self.skipped = int(meta["skipped_images"])
-    self.factors = phase_lr_factors(config)
-    self.phase_length = gen_iters_per_phase(config, self.data.steps_per_epoch)
-    self.last_saved = self.ckpt.latest_step()
-    self.record, self.gallery = {}, None
-    logging.info("%s: %d images, %d real batches of %d per epoch, %d generator iterations "
-                 "per phase, %d phase(s), %d devices, %s, loss %s", config.data.source,
-                 self.data.num_images, self.data.steps_per_epoch, config.batch_size,
-                 self.phase_length, len(self.factors), mesh.devices.size, config.precision,
-                 config.loss)
-
-  def next_phase(self) -> bool:
-    """Moves on to the next phase when this one is done; False when no phase is left."""
-    p = self.progress
-    if p.gen_iters < self.phase_length:
-      return True
-    if p.phase + 1 >= len(self.factors):
-      return False
-    self.state = self.wgan.start_phase(self.state, self.factors[p.phase + 1])
-    p.phase, p.gen_iters = p.phase + 1, 0
-    logging.info("Phase %d of %d: fresh optimizers at lr x %g", p.phase + 1,
-                 len(self.factors), self.factors[p.phase])
-    return True
-
-  def train_phase(self) -> bool:
-    """Generator iterations to the end of the phase; True if stop_after_gen_iters hit."""
-    config, p = self.config, self.progress
-    # The schedule of critic counts tells the data source what to prepare ahead.
-    counts = (k for g in itertools.count(p.gen_iters)
-              for k in critic_chunks(critic_iterations(g, config), config))
-    blocks = self.data.blocks(p.data_position, counts)
-    left = self.phase_length - p.gen_iters
-    bar = iter(common.progress(range(left), left,
-                               f"phase {p.phase + 1}/{len(self.factors)}"))
-    self._interval = (common.Stopwatch(), p.total_gen_iters, p.data_position)
+  def batches(self, start: int):
+    """For each generator iteration from ``start`` on: (its schedule entry, its blocks)."""
+    items = self.schedule[start:]
+    if not items:
+      return
+    counts = (k for item in items for k in critic_chunks(item.critic_steps, self.config))
+    blocks = self.data.blocks(items[0].first_batch, counts)
     try:
-      while p.gen_iters < self.phase_length:
-        chunks = critic_chunks(critic_iterations(p.gen_iters, config), config)
-        for i in range(len(chunks)):
+      for item in items:
+        chunk_blocks = []
+        for _ in critic_chunks(item.critic_steps, self.config):
           block, skipped = next(blocks)
-          self.state, numbers = self.wgan.iteration(self.state, block,
-                                                    train_generator=i == len(chunks) - 1)
+          chunk_blocks.append(block)
           self.skipped += skipped
-        p.advance(sum(chunks))
-        next(bar, None)
-        total = p.total_gen_iters
-        if total % config.log_every == 0 or p.gen_iters == self.phase_length:
-          self.log(numbers)
-        if total % config.sample_every == 0:
-          self.save_gallery()
-        stop = 0 <= config.stop_after_gen_iters <= total
-        if total % config.checkpoint_every == 0 or stop:
-          self.save()
-        if stop:
-          logging.info("Stopping after generator iteration %d (stop_after_gen_iters); run "
-                       "the same command again to continue.", total)
-          return True
+        yield item, chunk_blocks
     finally:
       blocks.close()
-      bar.close()
+
+  def compile(self, state, batch) -> bool:
+    """Nothing ahead of time: jit compiles each block length (5, 100, ...) on first use."""
+    del state, batch
     return False
 
-  def log(self, numbers) -> None:
-    """The only regular host sync: the last iteration's numbers, and the speed since."""
-    jax.block_until_ready(numbers)
-    p = self.progress
-    clock, start_iters, start_position = self._interval
-    seconds = clock.elapsed()
-    speed = {"gen_iters_per_sec": (p.total_gen_iters - start_iters) / seconds,
-             "real_images_per_sec":
-                 (p.data_position - start_position) * self.config.batch_size / seconds}
-    self.record = _record(numbers, p, self.config, self.data.steps_per_epoch, self.skipped,
-                          self.factors[p.phase], speed, self.clock)
-    self.writer.write_scalars(p.total_gen_iters, self.record)
-    logging.info("gen iter %d: Loss_D %.5f; Loss_G %.5f; D_real %.5f; D_fake %.5f; %.2f it/s;"
-                 " %d unreadable images skipped", p.total_gen_iters, self.record["Loss_D"],
-                 self.record["Loss_G"], self.record["D_real"], self.record["D_fake"],
-                 speed["gen_iters_per_sec"], self.skipped)
-    self._interval = (common.Stopwatch(), p.total_gen_iters, p.data_position)
+  def lower(self, state, block):
+    """The two programs of a generator iteration, lowered for this block (the benchmark)."""
+    return (self._critic_steps.lower(state, self.arrays, block),
+            self._generator_step.lower(state))
 
-  def save_gallery(self) -> None:
-    self.gallery = save_gallery(self.wgan, self.state, self.workdir,
-                                self.progress.total_gen_iters, self.writer)
+  def train_step(self, state, batch):
+    item, blocks = batch
+    new_phase = item.phase > 0 and item.phase_iter == 0
+    return self.iteration(state, blocks, self.factors[item.phase] if new_phase else None)
 
-  def save(self) -> None:
-    p = self.progress
-    if self.last_saved == p.total_gen_iters:
-      return
-    self.ckpt.save(p.total_gen_iters, self.state, {
-        "total_gen_iters": p.total_gen_iters, "data_position": p.data_position,
-        "skipped_images": self.skipped, "elapsed": self.clock.elapsed()})
-    self.last_saved = p.total_gen_iters
+  def summarize(self, step: int, stacked: dict, seconds: float) -> dict:
+    item = self.schedule[step - 1]
+    real_batches = item.first_batch + item.critic_steps
+    start = self.schedule[step - len(stacked["Loss_G"])].first_batch
+    factor = self.factors[item.phase]
+    # Means over the interval (the lesson prints the last values, which are noisy).
+    record = {k: float(np.mean(v)) for k, v in stacked.items()}
+    record.update(
+        wasserstein_estimate=-record["Loss_D"], phase=item.phase,
+        epoch=real_batches / self.data.steps_per_epoch, real_batches=real_batches,
+        lr_g=self.config.lr_g * factor, lr_d=self.config.lr_d * factor,
+        skipped_images=self.skipped, gen_iters_per_sec=len(stacked["Loss_G"]) / seconds,
+        real_images_per_sec=(real_batches - start) * self.config.batch_size / seconds)
+    if "critic_weight_max" in stacked:
+      record["critic_weight_max"] = float(np.max(stacked["critic_weight_max"]))
+    return record
 
-  def finish(self) -> None:
-    """The end of training: the last gallery and checkpoint, unless already written."""
-    total = self.progress.total_gen_iters
-    if self.gallery is None or not self.gallery.endswith(f"gen_{total:06d}.png"):
-      self.save_gallery()
-    self.save()
-    logging.info("Done: %d generator iterations, %d real batches, %.1f s; gallery %s", total,
-                 self.progress.data_position, self.clock.elapsed(), self.gallery)
+  def log_line(self, step: int, r: dict) -> str:
+    if "Loss_D" not in r:
+      return f"gen iter {step}: gallery {r.get('gallery')}"
+    return (f"gen iter {step}: Loss_D {r['Loss_D']:.5f}; Loss_G {r['Loss_G']:.5f}; D_real "
+            f"{r['D_real']:.5f}; D_fake {r['D_fake']:.5f}; {r['gen_iters_per_sec']:.2f} it/s;"
+            f" {r['skipped_images']} unreadable images skipped")
 
-  def close(self) -> dict:
-    self.ckpt.close()
-    self.writer.close()
-    self.data.close()
-    p = self.progress
-    return {**self.record, "total_gen_iters": p.total_gen_iters,
-            "data_position": p.data_position, "skipped_images": self.skipped,
-            "gallery": self.gallery, "wall_time": self.clock.elapsed()}
+  def summary(self, record: dict) -> str:
+    return (f"done: {record['step']} generator iterations, {record.get('real_batches')} real "
+            f"batches, {record['wall_time']:.1f} s; gallery {record.get('gallery')}")
 
+  def meta(self) -> dict:
+    return {"skipped_images": self.skipped}
+
+  def load_meta(self, meta: dict) -> None:
+    self.skipped = int(meta.get("skipped_images", 0))
+
+  def close(self) -> None:
+    if self.data is not None:
+      self.data.close()
+
+  def gallery_hook(self, workdir: str):
+    """A loop hook: the generator on the run's fixed noise, 8 a row, as PNG and in TB."""
+    def save(state, step, record):  # pylint: disable=unused-argument
+      fakes = jax.device_get(self.generate(state.generator, state.fixed_noise))
+      grid = images.make_grid(fakes, ncol=8)
+      path = os.path.join(workdir, "samples", f"gen_{step:06d}.png")
+      if jax.process_index() == 0:
+        images.save_png(path, grid)
+      return {"gallery": path, "samples": loop.Image(grid)}
+    return save
+
+
+# ----------------------------------------------------------------------------- runs
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains a WGAN in ``workdir``; started again there, resumes exactly where it stopped.
@@ -630,18 +567,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   orbax checkpoints in ``checkpoints/``. The lesson's ``train(niter)`` once per phase.
 
   Returns:
-    The last logged record (losses, counters, speed), plus the last gallery's path.
+    The last record (losses, counters, speed), with the last gallery's path.
   """
-  run = _Run(config, workdir)
-  stopped = False
-  while not stopped and run.next_phase():
-    stopped = run.train_phase()
-  if not stopped:
-    run.finish()
-  return run.close()
+  validate_config(config)
+  parallel.maybe_initialize_distributed()
+  mesh = parallel.make_mesh()
+  parallel.check_batch_divisible(config.batch_size, mesh, "batch_size")
+  parallel.check_batch_divisible(config.gen_batch_size or config.batch_size, mesh,
+                                 "gen_batch_size")
+  data = unlabelled.make_image_data(config.data, config.model.isize, config.batch_size,
+                                    config.seed, mesh)
+  wgan = WGAN(config, mesh, data)
+  logging.info("%s: %d images, %d real batches of %d per epoch, %d generator iterations "
+               "in %d phase(s), %d devices, %s, loss %s", config.data.source,
+               data.num_images, data.steps_per_epoch, config.batch_size, len(wgan.schedule),
+               len(wgan.factors), mesh.devices.size, config.precision, config.loss)
+  return loop.train(wgan, config, workdir, num_steps=len(wgan.schedule),
+                    log_every=config.log_every, checkpoint_every=config.checkpoint_every,
+                    stop_after=config.stop_after_gen_iters,
+                    hooks=(loop.Every(config.sample_every, wgan.gallery_hook(workdir)),),
+                    desc="wgan")
 
-
-# ----------------------------------------------------------------------------- after training
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run in ``workdir`` was started with (its config.json)."""
@@ -651,10 +597,11 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 def restore_state(workdir: str, config=None, step: int | None = None):
   """``(wgan, state)`` of the latest (or ``step``) checkpoint of a run."""
   config = load_run_config(workdir) if config is None else config
+  validate_config(config)
   wgan = WGAN(config, parallel.make_mesh())
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
-    state, _ = ckpt.restore(wgan.init_state(), step)
+    state, _ = ckpt.restore(wgan.abstract_state(), step)
   finally:
     ckpt.close()
   return wgan, state
@@ -670,41 +617,3 @@ def sample(workdir: str, num: int = 64, seed: int = 0, step: int | None = None) 
   wgan, state = restore_state(workdir, step=step)
   z = jax.random.normal(jax.random.PRNGKey(seed), (num, wgan.config.model.nz), jnp.float32)
   return images.to_uint8(jax.device_get(wgan.generate(state.generator, z)))
-
-
-def benchmark_setup(variant: str | None = None, batch: int | None = None,
-                    precision: str | None = None):  # pylint: disable=redefined-outer-name
-  """A generator iteration (5 critic steps + 1 generator step) ready to time.
-
-  The block of real batches is random uint8 of the real shape already on the device, so
-  the timing is of the training math (data decoding is the host's business).
-
-  Returns:
-    ``(step_fn, carry, images_per_call, compiled, compile_seconds, config)`` with
-    ``step_fn(carry) -> carry`` one generator iteration and ``images_per_call`` the real
-    images it consumes (critic_iters x batch).
-  """
-  # The configs live with the entry points; only this helper reaches for them.
-  from experiments.configs import wgan as wgan_configs  # pylint: disable=g-import-not-at-top
-
-  config = common.with_overrides(wgan_configs.get_config(variant or "lsun"),
-                                 batch_size=batch, precision=precision)
-  mesh = parallel.make_mesh()
-  parallel.check_batch_divisible(config.batch_size, mesh, "batch_size")
-  wgan = WGAN(config, mesh)
-  state = wgan.init_state()
-  chunks = critic_chunks(config.critic_iters, config)
-  rng = np.random.default_rng(0)
-  block = jax.device_put(rng.integers(0, 256, wgan.block_shape(chunks[0]), np.uint8),
-                         wgan.block_sharding)
-  compile_seconds = sum(wgan.compile(state, chunks[0], train_generator)
-                        for train_generator in {True, len(chunks) > 1})
-
-  def step(carry):
-    s, b = carry
-    for i in range(len(chunks)):
-      s, _ = wgan.iteration(s, b, train_generator=i == len(chunks) - 1)
-    return s, b
-
-  return (step, (state, block), config.critic_iters * config.batch_size,
-          wgan.compiled(chunks[0]), compile_seconds, config)
