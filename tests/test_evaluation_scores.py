@@ -1,5 +1,7 @@
 """Tests for jaxgan.evaluation.scores and .distances against direct formulas and known cases."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -61,6 +63,23 @@ def test_inside_any_ball_blockwise_equals_brute_force():
                                   block_rows=7, block_cols=10)
   np.testing.assert_array_equal(got, (brute_sq_distances(query, centres) <= r2).any(axis=1))
   assert 0 < got.sum() < len(query)  # the case exercises both answers
+
+
+def test_neighbour_memory_is_a_few_tiles_not_the_distance_matrix():
+  rng = np.random.default_rng(15)
+  query = rng.integers(0, 256, (600, 8), dtype=np.uint8)  # pixels: must not be copied to float
+  ref = rng.integers(0, 256, (12000, 8), dtype=np.uint8)
+  tile = 200 * 1500 * 8  # one float64 tile; the full matrix is 24 of them
+  options = dict(block_rows=200, block_cols=1500)
+  tracemalloc.start()
+  try:
+    distances.nearest_neighbours(query, ref, 3, **options)
+    distances.inside_any_ball(query, ref, np.full(len(ref), 100.0), **options)
+    _, peak = tracemalloc.get_traced_memory()
+  finally:
+    tracemalloc.stop()
+  # A tile's distances, candidates, argpartition indices and temporaries: ~6 tiles measured.
+  assert peak < 8 * tile
 
 
 # ----------------------------------------------------------------------------- Fréchet distance
