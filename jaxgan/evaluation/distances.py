@@ -80,7 +80,7 @@ def nearest_neighbours(query, reference, k: int = 1, *, exclude_self: bool = Fal
     exclude_self: query and reference are the same set; point i is not its own
       neighbour (copies of it elsewhere in the set still count).
     dtype: matmul type of the cross term; float64 for exact small problems.
-    block_rows, block_cols: tile size; memory is about 3 × rows × cols × 8 bytes.
+    block_rows, block_cols: tile size; memory is about 6 × rows × cols × 8 bytes.
 
   Returns:
     (squared distances (Nq, k) float64 ascending, indices (Nq, k) int64).
