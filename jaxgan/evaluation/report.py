@@ -1,0 +1,178 @@
+"""A sample-quality report: every score with its spread, and the floor and ceiling that place it.
+
+Extractor interface (what `quality_report` needs, whatever network is behind it)::
+
+  extractor(images) -> (features, probs)
+
+  images:   uint8 (N, H, W, C) numpy array, C = 1 or 3, pixel values 0..255.
+  features: (N, D) float array, one row per image, in input order.
+  probs:    (N, K) class probabilities (rows sum to 1), or None when the network
+            has no classifier head (then the class-coverage scores are left out).
+
+The extractor owns resizing, normalisation and batching. Two are planned:
+`jaxgan.evaluation.inception.inception_extractor` (FID's Inception: FID, KID and
+1008 ImageNet-class coverage) and a jaxgan classifier trained on the data set
+itself, whose features and classes suit small images such as Fashion-MNIST.
+
+A score alone says little, so each comes with two references measured the same
+way against the same training images: the floor, held-out real images (what a
+perfect generator would score with that many samples), and the ceiling, uniform
+noise images shaped like the samples (what no learning at all scores). The
+ceiling is a landmark, not always the worst value: noise's wide k-NN balls can
+reach every real point, so its recall can come out high.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from jaxgan import images as jaxgan_images
+from jaxgan.evaluation import distances, scores
+
+Extractor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+
+
+def _check_images(x, name: str) -> np.ndarray:
+  x = np.asarray(x)
+  if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
+    raise ValueError(f"{name} must be uint8 (N, H, W, 1 or 3), got {x.dtype} {x.shape}.")
+  return x
+
+
+def _extract(extractor: Extractor, images: np.ndarray, name: str):
+  features, probs = extractor(images)
+  features = np.asarray(features)
+  if features.ndim != 2 or len(features) != len(images):
+    raise ValueError(f"Extractor gave features {features.shape} for {len(images)} {name} images.")
+  if probs is not None:
+    probs = np.asarray(probs)
+    if probs.ndim != 2 or len(probs) != len(images):
+      raise ValueError(f"Extractor gave probs {probs.shape} for {len(images)} {name} images.")
+  return features, probs
+
+
+def _scores_of(features, probs, pixels, ref, *, seed, k, fd_bootstrap, kid_subsets,
+               kid_subset_size, min_share) -> dict[str, tuple[float, float]]:
+  """{metric: (value, spread)} of one image set against the training reference."""
+  out = {}
+  out["fd"] = scores.frechet_distance_with_spread(features, ref["features"], fd_bootstrap, seed)
+  out["kid"] = scores.kernel_inception_distance(features, ref["features"], kid_subsets,
+                                                kid_subset_size, seed)
+  pr = scores.precision_recall(ref["pr_features"], features, k)
+  out["precision"] = (pr.precision, pr.precision_spread)
+  out["recall"] = (pr.recall, pr.recall_spread)
+  mem = scores.memorisation(features, ref["features"], threshold=ref["threshold"])
+  out["memorisation"] = (mem.share, mem.spread)
+  if pixels is not None:
+    mem = scores.memorisation_pixels(pixels, ref["pixels"], threshold=ref["pixel_threshold"])
+    out["memorisation_pixels"] = (mem.share, mem.spread)
+  if probs is not None:
+    cov = scores.class_coverage(probs, min_share, seed=seed)
+    out["classes_covered"] = (cov.covered, cov.covered_spread)
+    out["class_entropy"] = (cov.entropy, cov.entropy_spread)
+    out["class_entropy_normalised"] = (cov.normalised_entropy, cov.normalised_entropy_spread)
+    out["mean_confidence"] = (cov.mean_confidence, cov.mean_confidence_spread)
+  return {name: (float(v), float(s)) for name, (v, s) in out.items()}
+
+
+def quality_report(extractor: Extractor, fake, train, heldout, *, seed: int = 0, k: int = 3,
+                   fd_bootstrap: int = 10, kid_subsets: int = 100, kid_subset_size: int = 1000,
+                   percentile: float = 1.0, min_share: float = 0.02,
+                   pixel_memorisation: bool = True) -> dict[str, dict[str, float]]:
+  """Scores generated images against training images, with spreads, floors and ceilings.
+
+  Metrics: ``fd``, ``kid``, ``precision``, ``recall``, ``memorisation`` (in the
+  extractor's feature space), ``memorisation_pixels`` (if ``pixel_memorisation``),
+  and, when the extractor gives probabilities, ``classes_covered``,
+  ``class_entropy`` (nats), ``class_entropy_normalised``, ``mean_confidence``.
+
+  How each reference is measured: the floor scores ``heldout`` and the ceiling
+  scores ``len(fake)`` uniform-noise images shaped like ``fake``, both against
+  ``train`` exactly as ``fake`` is. FD is biased upwards by about 1/N, so pass as
+  many held-out images as fakes for a fair floor. Precision and recall use a
+  fixed random subset of the training features of ``len(fake)`` rows as the real
+  set (the method wants equal sizes). The memorisation threshold is the
+  ``percentile`` of held-out distances, so its floor is about percentile / 100 by
+  construction.
+
+  Args:
+    extractor: see the module docstring.
+    fake, train, heldout: uint8 (N, H, W, C) images; ``heldout`` real images that
+      the generator never trained on.
+    seed: seeds the noise images, subsets and bootstraps.
+    k: neighbour that sets precision/recall radii.
+    fd_bootstrap, kid_subsets, kid_subset_size: spread settings (see `scores`).
+    percentile: memorisation threshold percentile.
+    min_share: share of samples from which a class counts as covered.
+    pixel_memorisation: also run memorisation on raw pixels (needs all three
+      image sets to share H, W, C).
+
+  Returns:
+    ``{metric: {"value": v, "spread": s, "floor": f, "ceiling": c}}`` of floats.
+  """
+  fake = _check_images(fake, "fake")
+  train = _check_images(train, "train")
+  heldout = _check_images(heldout, "heldout")
+  rng = np.random.default_rng(seed)
+  noise = rng.integers(0, 256, fake.shape, dtype=np.uint8)
+
+  train_features, _ = _extract(extractor, train, "train")
+  ref = {"features": train_features}
+  pr_rows = rng.choice(len(train), min(len(train), len(fake)), replace=False)
+  ref["pr_features"] = train_features[np.sort(pr_rows)]
+  heldout_features, heldout_probs = _extract(extractor, heldout, "heldout")
+  ref["threshold"] = scores.memorisation_threshold(train_features, heldout_features, percentile)
+  if pixel_memorisation:
+    if not fake.shape[1:] == train.shape[1:] == heldout.shape[1:]:
+      raise ValueError("Pixel memorisation needs fake, train and heldout of one image shape.")
+    ref["pixels"] = scores.flatten_pixels(train)
+    ref["pixel_threshold"] = scores.memorisation_threshold(
+        ref["pixels"], scores.flatten_pixels(heldout), percentile)
+
+  options = dict(seed=seed, k=k, fd_bootstrap=fd_bootstrap, kid_subsets=kid_subsets,
+                 kid_subset_size=kid_subset_size, min_share=min_share)
+  measured, extracted = {}, {"floor": (heldout_features, heldout_probs)}
+  for role, images in (("value", fake), ("floor", heldout), ("ceiling", noise)):
+    feats, probs = extracted.get(role) or _extract(extractor, images, role)
+    measured[role] = _scores_of(feats, probs, images if pixel_memorisation else None, ref,
+                                **options)
+  return {
+      metric: {"value": value, "spread": spread,
+               "floor": measured["floor"][metric][0],
+               "ceiling": measured["ceiling"][metric][0]}
+      for metric, (value, spread) in measured["value"].items()
+  }
+
+
+def save_nearest_neighbours(path, samples, train, sample_features=None, train_features=None,
+                            *, num_rows: int = 8, k: int = 3, **distance_options) -> str:
+  """Writes a PNG whose rows show a sample, then its k nearest training images.
+
+  The rows are the ``num_rows`` samples closest to the training set, the likeliest
+  copies, closest first. Nearness is measured in the given features, or on raw
+  pixels when none are given.
+
+  Args:
+    path: PNG to write.
+    samples, train: uint8 (N, H, W, C) images of one shape.
+    sample_features, train_features: (N, D) and (M, D) features, or both None.
+    num_rows: samples shown.
+    k: training neighbours per sample.
+    **distance_options: ``dtype``, ``block_rows``, ``block_cols`` of `distances`.
+
+  Returns:
+    The path written.
+  """
+  samples, train = _check_images(samples, "samples"), _check_images(train, "train")
+  if samples.shape[1:] != train.shape[1:]:
+    raise ValueError(f"Image shapes differ: {samples.shape[1:]} vs {train.shape[1:]}.")
+  if (sample_features is None) != (train_features is None):
+    raise ValueError("Pass both feature sets or neither.")
+  if sample_features is None:
+    sample_features, train_features = scores.flatten_pixels(samples), scores.flatten_pixels(train)
+  d2, idx = distances.nearest_neighbours(sample_features, train_features, k, **distance_options)
+  rows = np.argsort(d2[:, 0], kind="stable")[:num_rows]
+  tiles = np.concatenate([np.concatenate([samples[r:r + 1], train[idx[r]]]) for r in rows])
+  return jaxgan_images.save_png(path, jaxgan_images.make_grid(tiles, ncol=k + 1))
