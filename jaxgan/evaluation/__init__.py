@@ -10,7 +10,8 @@ its weights loader; `convert_inception`: the one-time weight conversion.
 from jaxgan.evaluation.distances import inside_any_ball, kth_neighbour_sq_radius, nearest_neighbours
 from jaxgan.evaluation.inception import (FIDInceptionV3, inception_extractor,
                                          load_inception_params)
-from jaxgan.evaluation.report import Extractor, quality_report, save_nearest_neighbours
+from jaxgan.evaluation.report import (Extractor, Reference, quality_report,
+                                      save_nearest_neighbours)
 from jaxgan.evaluation.scores import (ClassCoverage, Memorisation, PrecisionRecall, Score,
                                       class_coverage, flatten_pixels, frechet_distance,
                                       frechet_distance_from_stats, frechet_distance_with_spread,

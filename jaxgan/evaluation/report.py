@@ -113,37 +113,66 @@ def quality_report(extractor: Extractor, fake, train, heldout, *, seed: int = 0,
     ``{metric: {"value": v, "spread": s, "floor": f, "ceiling": c}}`` of floats.
   """
   fake = _check_images(fake, "fake")
-  train = _check_images(train, "train")
-  heldout = _check_images(heldout, "heldout")
-  rng = np.random.default_rng(seed)
-  noise = rng.integers(0, 256, fake.shape, dtype=np.uint8)
+  judge = Reference(extractor, train, heldout, len(fake), seed=seed, k=k,
+                    fd_bootstrap=fd_bootstrap, kid_subsets=kid_subsets,
+                    kid_subset_size=kid_subset_size, percentile=percentile,
+                    min_share=min_share, pixel_memorisation=pixel_memorisation)
+  return judge.score(fake)
 
-  train_features, _ = _extract(extractor, train, "train")
-  ref = {"features": train_features}
-  pr_rows = rng.choice(len(train), min(len(train), len(fake)), replace=False)
-  ref["pr_features"] = train_features[np.sort(pr_rows)]
-  heldout_features, heldout_probs = _extract(extractor, heldout, "heldout")
-  ref["threshold"] = scores.memorisation_threshold(train_features, heldout_features, percentile)
-  if pixel_memorisation:
-    if not fake.shape[1:] == train.shape[1:] == heldout.shape[1:]:
-      raise ValueError("Pixel memorisation needs fake, train and heldout of one image shape.")
-    ref["pixels"] = scores.flatten_pixels(train)
-    ref["pixel_threshold"] = scores.memorisation_threshold(
-        ref["pixels"], scores.flatten_pixels(heldout), percentile)
 
-  options = dict(seed=seed, k=k, fd_bootstrap=fd_bootstrap, kid_subsets=kid_subsets,
-                 kid_subset_size=kid_subset_size, min_share=min_share)
-  measured, extracted = {}, {"floor": (heldout_features, heldout_probs)}
-  for role, images in (("value", fake), ("floor", heldout), ("ceiling", noise)):
-    feats, probs = extracted.get(role) or _extract(extractor, images, role)
-    measured[role] = _scores_of(feats, probs, images if pixel_memorisation else None, ref,
-                                **options)
-  return {
-      metric: {"value": value, "spread": spread,
-               "floor": measured["floor"][metric][0],
-               "ceiling": measured["ceiling"][metric][0]}
-      for metric, (value, spread) in measured["value"].items()
-  }
+class Reference:
+  """The training side of a report, measured once; `score` then judges any fake set.
+
+  During training the same reference judges every evaluation, so the training features,
+  the memorisation thresholds, the floor (``heldout``) and the ceiling (noise images of
+  ``num_fake``) are computed here once. Arguments as `quality_report`'s; ``num_fake`` is
+  the number of fakes each `score` call will get (it sizes the precision/recall subset
+  and the ceiling).
+  """
+
+  def __init__(self, extractor: Extractor, train, heldout, num_fake: int, *,
+               seed: int = 0, k: int = 3, fd_bootstrap: int = 10, kid_subsets: int = 100,
+               kid_subset_size: int = 1000, percentile: float = 1.0,
+               min_share: float = 0.02, pixel_memorisation: bool = True):
+    train = _check_images(train, "train")
+    heldout = _check_images(heldout, "heldout")
+    self.extractor, self.pixel_memorisation = extractor, pixel_memorisation
+    self.image_shape = train.shape[1:]
+    self.options = dict(seed=seed, k=k, fd_bootstrap=fd_bootstrap, kid_subsets=kid_subsets,
+                        kid_subset_size=kid_subset_size, min_share=min_share)
+    rng = np.random.default_rng(seed)
+    train_features, _ = _extract(extractor, train, "train")
+    ref = {"features": train_features}
+    pr_rows = rng.choice(len(train), min(len(train), num_fake), replace=False)
+    ref["pr_features"] = train_features[np.sort(pr_rows)]
+    heldout_features, heldout_probs = _extract(extractor, heldout, "heldout")
+    ref["threshold"] = scores.memorisation_threshold(train_features, heldout_features,
+                                                     percentile)
+    if pixel_memorisation:
+      if heldout.shape[1:] != train.shape[1:]:
+        raise ValueError("Pixel memorisation needs train and heldout of one image shape.")
+      ref["pixels"] = scores.flatten_pixels(train)
+      ref["pixel_threshold"] = scores.memorisation_threshold(
+          ref["pixels"], scores.flatten_pixels(heldout), percentile)
+    self.ref = ref
+    noise = rng.integers(0, 256, (num_fake, *self.image_shape), dtype=np.uint8)
+    self.floor = self._measure(heldout_features, heldout_probs, heldout)
+    self.ceiling = self._measure(*_extract(extractor, noise, "ceiling"), noise)
+
+  def _measure(self, features, probs, images):
+    return _scores_of(features, probs, images if self.pixel_memorisation else None,
+                      self.ref, **self.options)
+
+  def score(self, fake) -> dict[str, dict[str, float]]:
+    """``{metric: {"value", "spread", "floor", "ceiling"}}`` of ``fake`` (uint8 NHWC)."""
+    fake = _check_images(fake, "fake")
+    if self.pixel_memorisation and fake.shape[1:] != self.image_shape:
+      raise ValueError("Pixel memorisation needs fake and train of one image shape: "
+                       f"{fake.shape[1:]} vs {self.image_shape}.")
+    measured = self._measure(*_extract(self.extractor, fake, "fake"), fake)
+    return {metric: {"value": value, "spread": spread, "floor": self.floor[metric][0],
+                     "ceiling": self.ceiling[metric][0]}
+            for metric, (value, spread) in measured.items()}
 
 
 def save_nearest_neighbours(path, samples, train, sample_features=None, train_features=None,
