@@ -130,7 +130,8 @@ class Checkpointer:
     def args(s):
       handler = ocp.StandardCheckpointHandler()
       try:
-        saved = handler.metadata(self._step_dir(s) / "state").tree
+        saved = handler.metadata(self._step_dir(s) / "state")
+        saved = getattr(saved, "tree", saved)  # TreeMetadata; older orbax: the tree
       finally:
         handler.close()
       target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=host),
