@@ -5,6 +5,7 @@ import pytest
 
 from jaxgan.models import Darknet, WideResNet, wrn_22
 from jaxgan.models import count_params
+from jaxgan.models.darknet import WideBasicBlock
 
 
 def init_shapes(model, shape):
@@ -97,3 +98,43 @@ def test_wide_resnet_shapes():
   x = jnp.ones((2, 32, 32, 3))
   variables = model.init(jax.random.PRNGKey(0), x)
   assert model.apply(variables, x).shape == (2, 10)
+
+
+def _conv(x, kernel, stride, pad):
+  return jax.lax.conv_general_dilated(x, kernel, (stride,) * 2, ((pad, pad),) * 2,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _bn(x, params, stats):
+  return (x - stats["mean"]) / jnp.sqrt(stats["var"] + 1e-5) * params["scale"] + params["bias"]
+
+
+@pytest.mark.parametrize("features,stride", [(4, 1), (6, 2)])
+def test_wide_block_scales_the_residual_branch_by_0_2(features, stride):
+  block = WideBasicBlock(features, stride)
+  assert block.residual_scale == 0.2  # fastai's BasicBlock: conv2(x) * 0.2, then add
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 4))
+  variables = block.init(jax.random.PRNGKey(1), x, train=False)
+  # Random BatchNorm statistics and affine terms, so every term of the sum matters.
+  leaves, tree = jax.tree.flatten(variables)
+  keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
+  leaves = [v + 0.3 * jnp.abs(jax.random.normal(k, v.shape)) for v, k in zip(leaves, keys)]
+  variables = jax.tree.unflatten(tree, leaves)
+  p, s = variables["params"], variables["batch_stats"]
+
+  activated = jax.nn.relu(_bn(x, p["BatchNorm_0"], s["BatchNorm_0"]))
+  if "Conv_2" in p:  # width or stride changes: 1×1 conv shortcut, created first
+    shortcut = _conv(activated, p["Conv_0"]["kernel"], stride, 0)
+    c1, c2 = p["Conv_1"]["kernel"], p["Conv_2"]["kernel"]
+  else:
+    shortcut = x
+    c1, c2 = p["Conv_0"]["kernel"], p["Conv_1"]["kernel"]
+  y = jax.nn.relu(_bn(_conv(activated, c1, stride, 1), p["BatchNorm_1"], s["BatchNorm_1"]))
+  branch = _conv(y, c2, 1, 1)
+  assert ("Conv_2" in p) == (features != 4 or stride != 1)
+
+  got = block.apply(variables, x, train=False)
+  np.testing.assert_allclose(got, shortcut + 0.2 * branch, rtol=1e-5, atol=1e-5)
+  plain = WideBasicBlock(features, stride, residual_scale=1.0).apply(variables, x, train=False)
+  np.testing.assert_allclose(plain, shortcut + branch, rtol=1e-5, atol=1e-5)
+  assert not np.allclose(got, plain, atol=1e-3)  # the scale is not a no-op

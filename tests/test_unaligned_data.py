@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from conftest import needs_fashion_mnist
-from jaxgan.data import unaligned
+from jaxgan.data import unaligned, unlabelled
 
 
 def write_images(folder, sizes, seed=0, corrupt=()):
@@ -113,12 +113,9 @@ def test_missing_tfds_data_names_the_build_command(tmp_path):
     unaligned.tfds_domains("horse2zebra", 16, data_dir=str(tmp_path))
 
 
-def test_pad_or_resize():
-  images = np.full((2, 28, 28, 1), 200, np.uint8)
-  padded = unaligned.pad_or_resize(images, 36)
-  assert padded.shape == (2, 36, 36, 1)
-  assert padded[:, 4:32, 4:32].min() == 200 and padded[:, :4].max() == 0
-  assert unaligned.pad_or_resize(images, 16).shape == (2, 16, 16, 1)
+def test_fashion_mnist_domains_share_the_wgan_adapter():
+  # One way to bring 28×28 Fashion-MNIST to a size, for both GANs (tested with unlabelled).
+  assert unaligned.fit_fashion_mnist is unlabelled.fit_fashion_mnist
 
 
 @needs_fashion_mnist

@@ -81,6 +81,22 @@ def test_missing_lmdb_and_bad_settings_name_the_flag(tmp_path):
     unlabelled.make_image_data(data_config(source="fashion_mnist"), 32, 4, 0, mesh)
 
 
+def test_fit_fashion_mnist_pads_from_32_up_and_shrinks_the_32_frame_below():
+  images = np.full((2, 28, 28, 1), 200, np.uint8)
+  padded = unlabelled.fit_fashion_mnist(images, 36)
+  assert padded.shape == (2, 36, 36, 1) and padded.dtype == np.uint8
+  assert padded[:, 4:32, 4:32].min() == 200 and padded[:, :4].max() == 0  # pixels untouched
+  at_32 = unlabelled.fit_fashion_mnist(images, 32)
+  np.testing.assert_array_equal(at_32, padded[:, 2:34, 2:34])
+  small = unlabelled.fit_fashion_mnist(images, 16)
+  assert small.shape == (2, 16, 16, 1)
+  # The 32 frame shrunk: the object keeps 28/32 of the side, so the outer ring stays dark
+  # (a resize of the bare 28×28 would fill the whole square).
+  assert small[:, 3:13, 3:13].min() >= 195 and small[:, [0, 15]].max() < 20
+  with pytest.raises(ValueError, match="larger than the 32×32 frame"):
+    unlabelled.fit_fashion_mnist(np.zeros((1, 40, 40, 1), np.uint8), 16)
+
+
 @needs_fashion_mnist
 def test_fashion_mnist_is_padded_to_32_and_resized_for_other_sizes():
   original = classification.load_fashion_mnist("train").images[:5]

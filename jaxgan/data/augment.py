@@ -14,35 +14,49 @@ def random_flip(key, images):
   return jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)
 
 
-def random_crop(key, images, size: int):
-  """A random ``size``×``size`` window of each image (N, H, W, C), chosen per example."""
-  n, h, w, _ = images.shape
-  if (h, w) == (size, size):
+PAD_MODES = ("symmetric", "reflect", "constant")
+
+
+def _random_window(key, images, height: int, width: int):
+  """A random height×width window of each image (N, H, W, C), chosen per example."""
+  n, h, w, c = images.shape
+  if height > h or width > w:
+    raise ValueError(f"a {height}×{width} crop does not fit in {h}×{w} images")
+  if (h, w) == (height, width):
     return images
   ky, kx = jax.random.split(key)
-  ys = jax.random.randint(ky, (n,), 0, h - size + 1)
-  xs = jax.random.randint(kx, (n,), 0, w - size + 1)
-  crop = lambda img, y, x: jax.lax.dynamic_slice(img, (y, x, 0), (size, size, img.shape[-1]))
+  ys = jax.random.randint(ky, (n,), 0, h - height + 1)
+  xs = jax.random.randint(kx, (n,), 0, w - width + 1)
+  crop = lambda img, y, x: jax.lax.dynamic_slice(img, (y, x, 0), (height, width, c))
   return jax.vmap(crop)(images, ys, xs)
 
 
-def reflect_pad_crop(key, images, pad: int, mode: str = "symmetric"):
-  """Pads ``pad`` pixels each side (numpy ``mode``), then a random crop back."""
+def random_crop(key, images, size: int):
+  """A random ``size``×``size`` window of each image (N, H, W, C), chosen per example.
+
+  Any H, W ≥ size works; H = W = size returns the images unchanged.
+  """
+  return _random_window(key, images, size, size)
+
+
+def pad_crop(key, images, pad: int, mode: str = "symmetric"):
+  """Pads ``pad`` pixels each side, then crops a random window of the original size.
+
+  ``mode`` is numpy's: "symmetric" repeats the edge pixel, which is what fastai 0.7's
+  ``cv2.BORDER_REFLECT`` does; "reflect" mirrors about the edge pixel; "constant" pads 0.
+  """
+  if mode not in PAD_MODES:
+    raise ValueError(f"pad mode {mode!r} is not one of {PAD_MODES}")
   if pad == 0:
     return images
-  n, h, w, _ = images.shape
   padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=mode)
-  ky, kx = jax.random.split(key)
-  ys = jax.random.randint(ky, (n,), 0, 2 * pad + 1)
-  xs = jax.random.randint(kx, (n,), 0, 2 * pad + 1)
-  crop = lambda img, y, x: jax.lax.dynamic_slice(img, (y, x, 0), (h, w, img.shape[-1]))
-  return jax.vmap(crop)(padded, ys, xs)
+  return _random_window(key, padded, *images.shape[1:3])
 
 
 def flip_pad_crop(key, images, pad: int, mode: str = "symmetric"):
-  """The lesson's CIFAR-10 training transform: RandomFlip, reflection pad sz//8, random crop."""
+  """The lesson's CIFAR-10 training transform: random flip, pad sz//8, random crop back."""
   k_flip, k_crop = jax.random.split(key)
-  return reflect_pad_crop(k_crop, random_flip(k_flip, images), pad, mode)
+  return pad_crop(k_crop, random_flip(k_flip, images), pad, mode)
 
 
 def normalize(images, mean, std, dtype=jnp.float32):

@@ -37,6 +37,7 @@ from jaxgan import parallel
 from jaxgan.data import device
 from jaxgan.data.classification import FASHION_MNIST_CLASSES, load_fashion_mnist
 from jaxgan.data.folder import ImageFolderSource
+from jaxgan.data.unlabelled import fit_fashion_mnist
 
 SPLITS = ("trainA", "trainB", "testA", "testB")
 
@@ -197,26 +198,14 @@ def folder_domains(path: str, load_size: int, channels: int = 3) -> Domains:
                  channels=channels, description=f"folder {path}")
 
 
-def pad_or_resize(images: np.ndarray, size: int) -> np.ndarray:
-  """Brings small (N, h, w, C) images to ``size``: zero-pad when larger, else resize.
-
-  Fashion-MNIST's background is black, so padding 28 → 32 adds border, not a new look,
-  and unlike a resize leaves the pixels untouched.
-  """
-  n, h, w, c = images.shape
-  if size >= h and size >= w:
-    top, left = (size - h) // 2, (size - w) // 2
-    return np.pad(images, ((0, 0), (top, size - h - top), (left, size - w - left), (0, 0)))
-  return np.stack([fit_square(image, size, c) for image in images])
-
-
 def fashion_mnist_domains(class_a: int, class_b: int, load_size: int,
                           data_dir: str | None = None) -> Domains:
   """Two Fashion-MNIST classes as domains, unpaired by construction.
 
   A takes class ``class_a`` from the first half of the training set and B takes
   ``class_b`` from the second half, so the two never share a source image; the test
-  images of each class serve for the sample grids.
+  images of each class serve for the sample grids. Images reach ``load_size`` the way
+  the WGAN's do (`unlabelled.fit_fashion_mnist`).
   """
   for name, label in (("class_a", class_a), ("class_b", class_b)):
     if not 0 <= label < 10:
@@ -227,7 +216,7 @@ def fashion_mnist_domains(class_a: int, class_b: int, load_size: int,
   train = load_fashion_mnist("train", data_dir or None)
   test = load_fashion_mnist("test", data_dir or None)
   half = len(train) // 2
-  pick = lambda data, label, lo, hi: pad_or_resize(
+  pick = lambda data, label, lo, hi: fit_fashion_mnist(
       data.images[lo:hi][data.labels[lo:hi] == label], load_size)
   return Domains(
       ArraySource(pick(train, class_a, 0, half)),

@@ -51,24 +51,41 @@ def block_sharding(mesh: Mesh) -> NamedSharding:
 
 # ----------------------------------------------------------------------------- Fashion-MNIST
 
+def fit_fashion_mnist(images: np.ndarray, size: int) -> np.ndarray:
+  """Brings small (N, h, w, C) uint8 images (Fashion-MNIST: 28×28×1) to ``size``×``size``.
+
+  They are centred on a black square of side ``max(size, 32)``: black is Fashion-MNIST's
+  background, so this adds border, not a new look, and leaves the pixels untouched. Below
+  32 that 32×32 frame is then resized down (antialiased bicubic), so small sizes keep the
+  framing of 32, the size the networks' 16·2^k grids start from.
+  """
+  n, h, w, c = images.shape
+  frame = max(size, 32)
+  if h > frame or w > frame:
+    raise ValueError(f"{h}×{w} images are larger than the {frame}×{frame} frame; "
+                     "this is for small images such as Fashion-MNIST's 28×28")
+  top, left = (frame - h) // 2, (frame - w) // 2
+  images = np.pad(images, ((0, 0), (top, frame - h - top), (left, frame - w - left), (0, 0)))
+  if frame == size:
+    return images
+  resize = lambda im: np.asarray(Image.fromarray(im).resize((size, size),
+                                                             Image.Resampling.BICUBIC))
+  if c == 1:
+    return np.stack([resize(im[..., 0]) for im in images])[..., None]
+  return np.stack([resize(im) for im in images])
+
+
 def fashion_mnist_images(isize: int, data_dir: str | None = None,
                          max_images: int = 0) -> np.ndarray:
   """Fashion-MNIST's 60,000 training images as (N, isize, isize, 1) uint8.
 
-  The 28x28 originals are padded with 2 black pixels a side to 32x32 (their background is
-  black, so nothing is distorted), then resized (antialiased bicubic) if ``isize`` != 32.
+  Brought to ``isize`` by `fit_fashion_mnist`: at 32, 2 black pixels a side.
   ``max_images`` > 0 keeps only the first images (tests).
   """
   images = classification.load_fashion_mnist("train", data_dir).images
   if max_images:
     images = images[:max_images]
-  images = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)))
-  if isize != 32:
-    images = np.stack([
-        np.asarray(Image.fromarray(im[..., 0]).resize((isize, isize),
-                                                      Image.Resampling.BICUBIC))
-        for im in images])[..., None]
-  return images
+  return fit_fashion_mnist(images, isize)
 
 
 # ----------------------------------------------------------------------------- in device memory

@@ -106,9 +106,12 @@ class WideBasicBlock(nn.Module):
   """Pre-activation basic block: BN → ReLU → conv3×3(stride) → BN → ReLU → conv3×3.
 
   Where width or stride changes, the shortcut is a 1×1 conv applied to the activated input.
+  The residual branch is multiplied by ``residual_scale`` before the add (fastai's
+  BasicBlock uses 0.2), which keeps early activations small in a deep, wide net.
   """
   features: int
   stride: int = 1
+  residual_scale: float = 0.2
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -125,7 +128,7 @@ class WideBasicBlock(nn.Module):
     y = conv(self.features, (3, 3), (self.stride,) * 2, padding=((1, 1), (1, 1)))(activated)
     y = nn.relu(bn()(y))
     y = conv(self.features, (3, 3), padding=((1, 1), (1, 1)))(y)
-    return shortcut + y
+    return shortcut + y * self.residual_scale
 
 
 class WideResNet(nn.Module):
@@ -133,13 +136,15 @@ class WideResNet(nn.Module):
 
   A 3×3 stem to ``start_nf`` channels; ``num_groups`` groups of ``blocks_per_group``
   pre-activation blocks of width ``start_nf * 2**i * k`` (stride 1 first, then 2); then
-  BN → ReLU → global average pool → Dense.
+  BN → ReLU → global average pool → Dense. ``residual_scale`` multiplies each block's
+  residual branch (fastai: 0.2; 1.0 gives the plain WRN sum).
   """
   num_groups: int = 3
   blocks_per_group: int = 3
   k: int = 6
   start_nf: int = 16
   num_classes: int = 10
+  residual_scale: float = 0.2
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -153,7 +158,8 @@ class WideResNet(nn.Module):
       width = self.start_nf * 2**i * self.k
       for j in range(self.blocks_per_group):
         stride = 2 if (i > 0 and j == 0) else 1
-        x = WideBasicBlock(width, stride, dtype=self.dtype, param_dtype=self.param_dtype)(x, train)
+        x = WideBasicBlock(width, stride, self.residual_scale, dtype=self.dtype,
+                           param_dtype=self.param_dtype)(x, train)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                      dtype=self.dtype, param_dtype=self.param_dtype)(x)
     x = jnp.mean(nn.relu(x), axis=(1, 2))
