@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jaxgan.evaluation import convert_inception, inception
-from jaxgan.utils import count_params
+from jaxgan.models import count_params
 
 
 # ----------------------------------------------------------------------------- pytorch-fid layout

@@ -96,6 +96,7 @@ class Darknet(nn.Module):
         x = ResLayer(self.bottleneck, dtype=self.dtype, param_dtype=self.param_dtype)(x, train)
       nf *= 2
     x = jnp.mean(x, axis=(1, 2))  # AdaptiveAvgPool2d(1) + Flatten: any input size works.
+    self.sow("intermediates", "features", x)  # the penultimate features (GAN judges)
     x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
                  kernel_init=torch_default_kernel_init,
                  bias_init=torch_default_bias_init(nf))(x)
@@ -163,6 +164,7 @@ class WideResNet(nn.Module):
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                      dtype=self.dtype, param_dtype=self.param_dtype)(x)
     x = jnp.mean(nn.relu(x), axis=(1, 2))
+    self.sow("intermediates", "features", x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
                  kernel_init=torch_default_kernel_init,
                  bias_init=torch_default_bias_init(x.shape[-1]))(x)
