@@ -84,6 +84,16 @@ def get_config(variant: str = "horse2zebra") -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.stop_after_step = -1  # >= 0: stop (checkpointed) after this step; rerun to continue
 
+  # Built-in evaluation (jaxgan.evaluation.runs.CycleGANJudge): every `every` steps and at
+  # the end, each direction's test translations scored by the judge against the target
+  # domain (FD, KID, precision/recall, ...), the translation rate (classifier judges of
+  # class domains) and the cycle error.
+  c.eval = ml_collections.ConfigDict()
+  c.eval.judge = ""  # "" = off; classifier:WORKDIR | inception:WEIGHTS.npz
+  c.eval.every = 20000
+  c.eval.samples = 0  # test images per direction; 0 = all (horse2zebra: 120 / 140)
+  c.eval.reference_images = 0  # target-domain training images compared with; 0 = all
+
   if variant == "folder":
     c.data.source = "folder"
   elif variant == "fashion_mnist":
@@ -101,6 +111,10 @@ def get_config(variant: str = "horse2zebra") -> ml_collections.ConfigDict:
     c.log_every = 500
     c.sample_every = 2000
     c.n_samples = 8
+    # The Fashion-MNIST Darknet (experiments/configs/darknet.py:fashion_mnist) judges.
+    c.eval.judge = "classifier:runs/darknet_fmnist"
+    c.eval.every = 3030
+    c.eval.samples = 1000
   elif variant == "smoke":
     c.data.source = "fashion_mnist"
     c.data.channels = 1
@@ -120,5 +134,7 @@ def get_config(variant: str = "horse2zebra") -> ml_collections.ConfigDict:
     c.sample_every = 6
     c.checkpoint_every = 6
     c.n_samples = 2
+    c.eval.every = 12
+    c.eval.samples = 16
   c.lock()
   return c

@@ -115,6 +115,16 @@ def get_config(variant: str = "lsun") -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.stop_after_gen_iters = -1  # >= 0: stop (checkpointed) there; rerun to continue
 
+  # Built-in evaluation (jaxgan.evaluation): every `every` generator iterations and at the
+  # end, `samples` samples scored by the judge (FD, KID, precision/recall, memorisation,
+  # class coverage) with floors (held-out real images) and ceilings (noise).
+  c.eval = ml_collections.ConfigDict()
+  c.eval.judge = ""  # "" = off; classifier:WORKDIR (a Darknet run) | inception:WEIGHTS.npz
+  c.eval.every = 1000
+  c.eval.samples = 10000
+  c.eval.reference_images = 50000  # training images the samples are compared with; 0 = all
+  c.eval.heldout = ""  # folder/LSUN: real images never trained on (e.g. bedroom_val_lmdb)
+
   if name == "folder":
     c.data.source = "folder"
   elif name == "fashion_mnist":
@@ -139,6 +149,11 @@ def get_config(variant: str = "lsun") -> ml_collections.ConfigDict:
     c.log_every = 50
     c.sample_every = 250
     c.checkpoint_every = 250
+    # The Fashion-MNIST Darknet (experiments/configs/darknet.py:fashion_mnist) judges.
+    c.eval.judge = "classifier:runs/darknet_fmnist"
+    c.eval.every = 500
+    c.eval.samples = 2000
+    c.eval.reference_images = 0
   elif name == "smoke":
     c.data.source = "fashion_mnist"
     c.data.fraction = 1.0
@@ -162,6 +177,9 @@ def get_config(variant: str = "lsun") -> ml_collections.ConfigDict:
     c.log_every = 2
     c.sample_every = 4
     c.checkpoint_every = 2
+    c.eval.every = 3
+    c.eval.samples = 64
+    c.eval.reference_images = 256
 
   if "paper" in mods:
     c.critic_schedule = "paper"

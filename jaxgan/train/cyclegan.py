@@ -23,6 +23,7 @@ device with the state replicated.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from typing import Any
@@ -37,6 +38,7 @@ from absl import logging
 
 from jaxgan import checkpoint, images as image_io, metrics, optim, parallel, precision
 from jaxgan.data import augment, unaligned
+from jaxgan.evaluation import judges, runs
 from jaxgan.models.cyclegan import PatchDiscriminator, ResnetGenerator
 from jaxgan.train import config_checks, loop
 
@@ -219,7 +221,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          "model.ngf", "model.ndf", "model.n_layers_d", "n_epochs",
                          "log_every", "sample_every", "checkpoint_every", "n_samples")
   config_checks.non_negative(config, "n_epochs_decay", "pool_size", "lambda_identity",
-                             "model.n_blocks", "model.dropout", "data.max_images")
+                             "model.n_blocks", "model.dropout", "data.max_images",
+                             "eval.samples", "eval.reference_images")
+  if config.eval.judge:
+    config_checks.positive(config, "eval.every")
   if d.crop_size % 4:
     lower, upper = d.crop_size - d.crop_size % 4, d.crop_size + 4 - d.crop_size % 4
     raise ValueError(
@@ -285,6 +290,7 @@ class CycleGAN:
     self._train_step = jax.jit(self._step, donate_argnums=(0,))
     self._translate_pairs = jax.jit(self._translate_pairs_fn)
     self._generate = jax.jit(self._generate_fn, static_argnums=0)
+    self._cycle = jax.jit(self._cycle_fn, static_argnums=0)
     self.samples = None  # the fixed test pairs of the sample grids, once on the devices
 
   # --- state
@@ -422,8 +428,10 @@ class CycleGAN:
     return f"step {step} epoch {record.get('epoch', '-')}: {losses}"
 
   def summary(self, record: dict) -> str:
+    scores = "".join(f", {d}_{k} {record[f'{d}_{k}']:.4g}" for d in ("AtoB", "BtoA")
+                     for k in ("fd", "translation_rate") if f"{d}_{k}" in record)
     return (f"step {record['step']}: " + ", ".join(f"{k} {record[k]:.3f}" for k in LOSS_NAMES)
-            + f"; {record['wall_time']:.1f} s; samples in {record.get('sample')}")
+            + f"{scores}; {record['wall_time']:.1f} s; samples in {record.get('sample')}")
 
   def meta(self) -> dict:
     return {}
@@ -470,6 +478,38 @@ class CycleGAN:
       rows += [out["real_A"][i], out["fake_B"][i], out["rec_A"][i],
                out["real_B"][i], out["fake_A"][i], out["rec_B"][i]]
     return image_io.make_grid(np.stack(rows), ncol=3)
+
+  def _cycle_fn(self, names, g_params, x):
+    forward, backward = names
+    fake = self.generator.apply({"params": g_params[forward]}, x)
+    rec = self.generator.apply({"params": g_params[backward]}, fake)
+    return fake, jnp.mean(jnp.abs(rec.astype(jnp.float32) - x), axis=(1, 2, 3))
+
+  def translate_batch(self, g_params, direction: str, images: np.ndarray,
+                      batch_size: int = 50):
+    """Translations (uint8) of uint8 images, and the mean cycle error |rec - x| in [-1, 1]."""
+    names = {"AtoB": ("G_A", "G_B"), "BtoA": ("G_B", "G_A")}[direction]
+    fakes, errors = [], []
+    for i in range(0, len(images), batch_size):
+      fake, err = jax.device_get(self._cycle(names, g_params,
+                                             to_unit_range(images[i:i + batch_size])))
+      fakes.append(image_io.to_uint8(fake))
+      errors.append(err)
+    return np.concatenate(fakes), float(np.mean(np.concatenate(errors)))
+
+  def evaluation_hook(self, judge):
+    """A loop hook: both directions of the test split scored by ``judge``
+    (`jaxgan.evaluation.runs.CycleGANJudge`): FD, KID, ..., translation rate, cycle error."""
+    def evaluate(state, step, record):  # pylint: disable=unused-argument
+      clock = loop.Stopwatch()
+      scores = judge.score(functools.partial(self.translate_batch, state.g_params))
+      out = {"eval_seconds": clock.elapsed()}
+      for direction, s in scores.items():
+        logging.info("step %d, %s judged by %s:\n%s", step, direction, self.config.eval.judge,
+                     runs.table(s))
+        out.update(runs.flatten(s, f"{direction}_"), **runs.references(s, f"{direction}_"))
+      return out
+    return evaluate
 
   def _generate_fn(self, name, g_params, x):
     return self.generator.apply({"params": g_params[name]}, x)
@@ -528,6 +568,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   parallel.maybe_initialize_distributed()
   mesh = parallel.make_mesh()
   parallel.check_batch_divisible(config.batch_size, mesh, "batch_size")
+  # The judge first: a missing one is an error before any data is read.
+  judge = judges.load_judge(config.eval.judge) if config.eval.judge else None
   domains = unaligned.load_domains(config.data)
   feed = unaligned.UnalignedFeed(domains, config.batch_size, config.seed, mesh,
                                  on_device=config.data.on_device,
@@ -539,11 +581,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                feed.epoch_size, config.batch_size, num_steps, mesh.devices.size,
                config.precision)
   gan.samples = [parallel.replicate(x, mesh) for x in sample_pairs(config, domains)]
+  hooks = [loop.Every(config.sample_every, gan.samples_hook(workdir))]
+  if judge is not None:
+    hooks.append(loop.Every(config.eval.every, gan.evaluation_hook(
+        runs.CycleGANJudge(config, domains, judge, config.eval.samples))))
   return loop.train(gan, config, workdir, num_steps=num_steps, log_every=config.log_every,
                     checkpoint_every=config.checkpoint_every,
-                    stop_after=config.stop_after_step,
-                    hooks=(loop.Every(config.sample_every, gan.samples_hook(workdir)),),
-                    desc="cyclegan")
+                    stop_after=config.stop_after_step, hooks=tuple(hooks), desc="cyclegan")
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:

@@ -41,6 +41,7 @@ from absl import logging
 from jaxgan import checkpoint, images, metrics, models, optim, parallel, precision
 from jaxgan.data import unlabelled
 from jaxgan.data.device import StreamedBatches
+from jaxgan.evaluation import judges, runs
 from jaxgan.train import config_checks, loop
 
 LOSSES = ("wgan", "wgan-gp")
@@ -191,7 +192,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          "critic_iters_long", "model.nz", "model.ngf", "model.ndf",
                          "num_samples", "log_every", "sample_every", "checkpoint_every",
                          "second_phase_lr_factor", "data.prefetch")
-  config_checks.non_negative(config, "gen_batch_size", "unrolled_chunk")
+  config_checks.non_negative(config, "gen_batch_size", "unrolled_chunk",
+                             "eval.reference_images")
+  if config.eval.judge:
+    config_checks.positive(config, "eval.every", "eval.samples")
   if config.loss == "wgan":
     config_checks.positive(config, "clip_value")
   if config.num_gen_iters <= 0 and config.num_epochs <= 0:
@@ -533,8 +537,9 @@ class WGAN:
             f" {r['skipped_images']} unreadable images skipped")
 
   def summary(self, record: dict) -> str:
+    scores = "".join(f", {k} {record[k]:.4g}" for k in runs.HEADLINE if k in record)
     return (f"done: {record['step']} generator iterations, {record.get('real_batches')} real "
-            f"batches, {record['wall_time']:.1f} s; gallery {record.get('gallery')}")
+            f"batches, {record['wall_time']:.1f} s{scores}; gallery {record.get('gallery')}")
 
   def meta(self) -> dict:
     return {"skipped_images": self.skipped}
@@ -545,6 +550,27 @@ class WGAN:
   def close(self) -> None:
     if self.data is not None:
       self.data.close()
+
+  def samples(self, state: WGANState, z, batch_size: int = 500) -> np.ndarray:
+    """uint8 images of the generator (eval mode) on noise ``z``, in batches."""
+    return np.concatenate([
+        images.to_uint8(jax.device_get(self.generate(state.generator, z[i:i + batch_size])))
+        for i in range(0, len(z), batch_size)])
+
+  def evaluation_hook(self, judge):
+    """A loop hook: ``eval.samples`` samples on fixed noise, scored by ``judge``
+    (`jaxgan.evaluation.runs.WGANJudge`), with the floor and ceiling of each score."""
+    key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 0xE7A1)
+    z = jax.random.normal(key, (self.config.eval.samples, self.config.model.nz))
+
+    def evaluate(state, step, record):  # pylint: disable=unused-argument
+      clock = loop.Stopwatch()
+      scores = judge.score(self.samples(state, z))
+      logging.info("gen iter %d, judged by %s:\n%s", step, self.config.eval.judge,
+                   runs.table(scores))
+      return {**runs.flatten(scores), **runs.references(scores),
+              "eval_seconds": clock.elapsed()}
+    return evaluate
 
   def gallery_hook(self, workdir: str):
     """A loop hook: the generator on the run's fixed noise, 8 a row, as PNG and in TB."""
@@ -575,18 +601,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   parallel.check_batch_divisible(config.batch_size, mesh, "batch_size")
   parallel.check_batch_divisible(config.gen_batch_size or config.batch_size, mesh,
                                  "gen_batch_size")
+  # The judge first: a missing one is an error before any data is read.
+  judge = judges.load_judge(config.eval.judge) if config.eval.judge else None
   data = unlabelled.make_image_data(config.data, config.model.isize, config.batch_size,
                                     config.seed, mesh)
   wgan = WGAN(config, mesh, data)
+  hooks = [loop.Every(config.sample_every, wgan.gallery_hook(workdir))]
+  if judge is not None:
+    clock = loop.Stopwatch()
+    hooks.append(loop.Every(config.eval.every, wgan.evaluation_hook(
+        runs.WGANJudge(config, judge, config.eval.samples))))
+    logging.info("evaluation reference (%s) built in %.1f s", config.eval.judge,
+                 clock.elapsed())
   logging.info("%s: %d images, %d real batches of %d per epoch, %d generator iterations "
                "in %d phase(s), %d devices, %s, loss %s", config.data.source,
                data.num_images, data.steps_per_epoch, config.batch_size, len(wgan.schedule),
                len(wgan.factors), mesh.devices.size, config.precision, config.loss)
   return loop.train(wgan, config, workdir, num_steps=len(wgan.schedule),
                     log_every=config.log_every, checkpoint_every=config.checkpoint_every,
-                    stop_after=config.stop_after_gen_iters,
-                    hooks=(loop.Every(config.sample_every, wgan.gallery_hook(workdir)),),
-                    desc="wgan")
+                    stop_after=config.stop_after_gen_iters, hooks=tuple(hooks), desc="wgan")
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:

@@ -1,0 +1,128 @@
+r"""Judges a trained GAN (or two image folders) and writes evaluation.json.
+
+  python -m experiments.evaluate --workdir runs/wgan_fmnist --judge classifier:runs/darknet_fmnist
+  python -m experiments.evaluate --workdir runs/cyclegan_fmnist --judge classifier:runs/darknet_fmnist
+  python -m experiments.evaluate --workdir runs/wgan_lsun --judge inception:fid_inception.npz \
+      [--num 10000]
+  python -m experiments.evaluate --real real_dir/ --fake fake_dir/ --judge inception:...
+
+Prints a table per image set (metric, value, spread, floor, ceiling) and writes it as JSON
+(``--out``, default WORKDIR/evaluation.json). A WGAN run is judged on --num samples from
+its newest checkpoint (or --step) against its training images, with Fashion-MNIST's test
+split (or the run's eval.heldout) as the floor; pixel memorisation is included and a PNG
+of the samples nearest to training images is written beside the JSON. A CycleGAN run is
+judged per direction on its test split. For two folders, the real folder is split in
+two halves: one is the reference, the other the floor.
+"""
+
+import json
+import os
+
+import numpy as np
+from absl import app, flags
+
+from experiments import common
+from jaxgan import metrics
+from jaxgan.data import folder, unaligned
+from jaxgan.evaluation import judges, report, runs
+from jaxgan.train import cyclegan, wgan
+
+flags.DEFINE_string("judge", None, "classifier:WORKDIR (a jaxgan Darknet run) or "
+                    "inception:WEIGHTS.npz (FID Inception).")
+flags.DEFINE_integer("num", 2000, "WGAN: samples to judge. CycleGAN: test images per "
+                     "direction (0: all).")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
+flags.DEFINE_integer("seed", 0, "Seed of the samples' noise.")
+flags.DEFINE_string("real", None, "With --fake: a folder of real images.")
+flags.DEFINE_string("fake", None, "With --real: a folder of generated images.")
+flags.DEFINE_integer("size", 64, "--real/--fake: images are centre-cropped and resized to it.")
+flags.DEFINE_integer("channels", 3, "--real/--fake: 1 (grayscale) or 3.")
+flags.DEFINE_string("out", None, "JSON to write (default: WORKDIR/evaluation.json).")
+FLAGS = flags.FLAGS
+
+
+def run_kind(workdir: str) -> str:
+  """"wgan" or "cyclegan", from the run's config.json; a clear error for anything else."""
+  config = metrics.read_config(workdir, "a WGAN or CycleGAN run")
+  if "critic_iters" in config:
+    return "wgan"
+  if "lambda_a" in config:
+    return "cyclegan"
+  raise ValueError(f"{workdir} is not a WGAN or CycleGAN run (a Darknet run? evaluate it "
+                   "with python -m experiments.darknet --mode eval).")
+
+
+def evaluate_wgan(workdir: str, judge: judges.Judge, num: int, seed: int = 0,
+                  step: int | None = None) -> dict:
+  trainer, state = wgan.restore_state(workdir, step=step)
+  config = trainer.config
+  import jax  # pylint: disable=g-import-not-at-top
+  z = jax.random.normal(jax.random.PRNGKey(seed), (num, config.model.nz))
+  fakes = trainer.samples(state, z)
+  judged = runs.WGANJudge(config, judge, num, pixel_memorisation=True)
+  scores = judged.score(fakes)
+  report.save_nearest_neighbours(os.path.join(workdir, "nearest_training_images.png"),
+                                 fakes, judged.train)
+  return {"samples": scores}
+
+
+def evaluate_cyclegan(workdir: str, judge: judges.Judge, num: int,
+                      step: int | None = None) -> dict:
+  gan, g_params, _ = cyclegan.load_generators(workdir, step=step)
+  domains = unaligned.load_domains(gan.config.data)
+  judged = runs.CycleGANJudge(gan.config, domains, judge, num)
+  return judged.score(lambda direction, images: gan.translate_batch(g_params, direction,
+                                                                    images))
+
+
+def evaluate_folders(real_dir: str, fake_dir: str, judge: judges.Judge, size: int,
+                     channels: int, seed: int = 0) -> dict:
+  load = lambda path: unaligned.load_all(folder.ImageFolderSource(path, size, channels))[0]
+  real, fake = load(real_dir), load(fake_dir)
+  order = np.random.default_rng(seed).permutation(len(real))
+  half = len(real) // 2
+  if half < 2:
+    raise ValueError(f"{real_dir} has {len(real)} readable images: the reference and the "
+                     "floor need at least 2 each.")
+  return {"fake": report.quality_report(judge.extract, fake, real[order[:half]],
+                                        real[order[half:]], seed=seed,
+                                        kid_subset_size=min(1000, len(fake), half))}
+
+
+def evaluate(judge_spec: str, workdir: str | None = None, real: str | None = None,
+             fake: str | None = None, num: int = 2000, seed: int = 0,
+             step: int | None = None, size: int = 64, channels: int = 3,
+             out: str | None = None) -> dict:
+  """Judges a run (or two folders); writes and returns ``{"judge":, set: {metric: {...}}}``."""
+  if workdir:
+    kind = run_kind(workdir)  # before the judge: the wrong folder is the likelier mistake
+    judge = judges.load_judge(judge_spec)
+    if kind == "wgan":
+      results = evaluate_wgan(workdir, judge, num, seed, step)
+    else:
+      results = evaluate_cyclegan(workdir, judge, num, step)
+  elif real and fake:
+    judge = judges.load_judge(judge_spec)
+    results = evaluate_folders(real, fake, judge, size, channels, seed)
+  else:
+    raise ValueError("give --workdir (a GAN run), or --real and --fake (two image folders).")
+  document = {"judge": judge_spec, **results}
+  out = out or os.path.join(workdir or ".", "evaluation.json")
+  with open(out, "w") as f:
+    json.dump(document, f, indent=2)
+  for name, scores in results.items():
+    print(f"{name} (judge {judge_spec}):\n{runs.table(scores)}\n", flush=True)
+  print(f"wrote {out}", flush=True)
+  return document
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  common.require("judge", example="--judge classifier:runs/darknet_fmnist")
+  evaluate(FLAGS.judge, FLAGS.workdir, FLAGS.real, FLAGS.fake, FLAGS.num, FLAGS.seed,
+           FLAGS.step, FLAGS.size, FLAGS.channels, FLAGS.out)
+
+
+if __name__ == "__main__":
+  common.run(main)

@@ -1,0 +1,177 @@
+"""Judging GAN runs: the real images a run is measured against, the scores of a WGAN's
+samples and of a CycleGAN's translations, and the hooks that record them during training.
+
+A WGAN's samples are compared with its training images (the reference) and placed between
+a floor, held-out real images (Fashion-MNIST's test split; for folders and LSUN the
+``eval.heldout`` images), and a ceiling, noise (`jaxgan.evaluation.report.Reference`).
+
+A CycleGAN is judged per direction: the translations of the source domain's test images
+against the target domain (its training images as the reference, its test images as the
+floor), plus the translation rate (the share of translations a classifier judge calls the
+target class) and the cycle reconstruction error (mean |G_B(G_A(a)) - a| in [-1, 1]).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxgan.data import folder
+from jaxgan.data.classification import load_fashion_mnist
+from jaxgan.data.unlabelled import fit_fashion_mnist
+from jaxgan.evaluation import judges, report
+
+# Scores worth a line in a log; the rest go to metrics.jsonl.
+HEADLINE = ("fd", "kid", "precision", "recall", "classes_covered", "memorisation")
+
+
+def flatten(scores: dict, prefix: str = "") -> dict[str, float]:
+  """``{metric: {value, spread, ...}}`` → ``{prefix+metric: value, ..._spread: spread}``."""
+  out = {}
+  for metric, s in scores.items():
+    out[prefix + metric] = s["value"]
+    out[prefix + metric + "_spread"] = s["spread"]
+  return out
+
+
+def references(scores: dict, prefix: str = "") -> dict[str, float]:
+  """The floors and ceilings of a report, flat: ``{prefix+metric+'_floor': f, ...}``."""
+  out = {}
+  for metric, s in scores.items():
+    if s["floor"] is not None:
+      out[prefix + metric + "_floor"] = s["floor"]
+      out[prefix + metric + "_ceiling"] = s["ceiling"]
+  return out
+
+
+def table(scores: dict) -> str:
+  """A printable table: metric, value, spread, floor, ceiling."""
+  fmt = lambda v: "-" if v is None else f"{v:.4g}"
+  rows = [("metric", "value", "spread", "floor", "ceiling")]
+  rows += [(m, fmt(s["value"]), fmt(s["spread"]), fmt(s["floor"]), fmt(s["ceiling"]))
+           for m, s in scores.items()]
+  widths = [max(len(r[i]) for r in rows) for i in range(5)]
+  return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(r, widths))) for r in rows)
+
+
+def _subset(images: np.ndarray, n: int, seed: int) -> np.ndarray:
+  if not n or len(images) <= n:
+    return images
+  rows = np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))
+  return images[rows]
+
+
+# ----------------------------------------------------------------------------- WGAN
+
+def wgan_real_images(config, split: str, max_images: int = 0, seed: int = 0) -> np.ndarray:
+  """Real images as a WGAN run saw them: uint8 (N, isize, isize, C).
+
+  ``split``: "train" (the run's data) or "heldout" (Fashion-MNIST's test split, or the
+  ``eval.heldout`` folder / LMDB). ``max_images`` > 0 takes a seeded random subset.
+  """
+  d, isize = config.data, config.model.isize
+  if d.source == "fashion_mnist":
+    data = load_fashion_mnist("train" if split == "train" else "test", d.data_dir or None)
+    return _subset(fit_fashion_mnist(data.images, isize), max_images, seed)
+  path = d.path if split == "train" else config.eval.heldout
+  if not path:
+    raise ValueError("judging a folder or LSUN run needs real images it never trained on: "
+                     "set --config.eval.heldout=PATH (an image folder, or an LMDB such as "
+                     "LSUN's bedroom_val_lmdb).")
+  is_lmdb = d.source == "lsun" and folder.os.path.exists(folder._lmdb_data_file(path))  # pylint: disable=protected-access
+  source = (folder.LmdbSource(path, isize, d.channels) if is_lmdb
+            else folder.ImageFolderSource(path, isize, d.channels))
+  n = len(source) if not max_images else min(max_images, len(source))
+  rows = np.sort(np.random.default_rng(seed).choice(len(source), n, replace=False))
+  return np.stack([source[int(i)]["image"] for i in rows])
+
+
+class WGANJudge:
+  """Scores batches of a WGAN's samples against its data; the reference is built once."""
+
+  def __init__(self, config, judge: judges.Judge, num_fake: int,
+               pixel_memorisation: bool = False):
+    e = config.eval
+    self.train = wgan_real_images(config, "train", e.reference_images, config.seed)
+    self.heldout = wgan_real_images(config, "heldout", num_fake, config.seed + 1)
+    self.reference = report.Reference(judge.extract, self.train, self.heldout, num_fake,
+                                      seed=config.seed, pixel_memorisation=pixel_memorisation,
+                                      kid_subset_size=min(1000, num_fake))
+
+  def score(self, fakes: np.ndarray) -> dict:
+    return self.reference.score(fakes)
+
+
+# ----------------------------------------------------------------------------- CycleGAN
+
+def _centre(images: np.ndarray, size: int) -> np.ndarray:
+  return judges.fit_to(images, (size, size))
+
+
+def _stack(source, n: int = 0) -> np.ndarray:
+  n = len(source) if not n else min(n, len(source))
+  return np.stack([source[i]["image"] for i in range(n)])
+
+
+class CycleGANJudge:
+  """Scores both directions of a CycleGAN: translations, their rate, the cycle error.
+
+  Args:
+    config: the run's config.
+    domains: its `jaxgan.data.unaligned.Domains`.
+    judge: the `judges.Judge`.
+    num_images: test images per direction (0: all of them).
+  """
+
+  def __init__(self, config, domains, judge: judges.Judge, num_images: int = 0,
+               pixel_memorisation: bool = False):
+    crop = config.data.crop_size
+    self.judge = judge
+    test = {"A": _centre(_stack(domains.test_a, num_images), crop),
+            "B": _centre(_stack(domains.test_b, num_images), crop)}
+    train = {"A": _centre(_stack(domains.train_a, config.eval.reference_images), crop),
+             "B": _centre(_stack(domains.train_b, config.eval.reference_images), crop)}
+    self.sources = {"AtoB": test["A"], "BtoA": test["B"]}
+    self.targets = {"AtoB": "B", "BtoA": "A"}
+    self.references = {
+        direction: report.Reference(judge.extract, train[target], test[target],
+                                    len(self.sources[direction]), seed=config.seed,
+                                    pixel_memorisation=pixel_memorisation,
+                                    kid_subset_size=min(1000, len(self.sources[direction]),
+                                                        len(test[target])))
+        for direction, target in self.targets.items()}
+    # Fashion-MNIST domains are classes of the judge: the rate says whether they changed.
+    # Its floor is the rate of real target images (a perfect translation), its ceiling
+    # that of the untranslated source images (no translation at all).
+    self.target_class, self.rate_references = None, {}
+    if config.data.source == "fashion_mnist" and judge.class_names is not None:
+      self.target_class = {"AtoB": config.data.class_b, "BtoA": config.data.class_a}
+      for direction, target in self.targets.items():
+        cls = self.target_class[direction]
+        self.rate_references[direction] = (self._rate(test[target], cls),
+                                           self._rate(self.sources[direction], cls))
+
+  def _rate(self, images, cls) -> float:
+    _, probs = self.judge.extract(images)
+    return float(np.mean(np.argmax(probs, axis=1) == cls))
+
+  def score(self, translate) -> dict:
+    """``translate(direction, images uint8) -> (fakes uint8, cycle error float)``.
+
+    Returns ``{direction: {metric: {value, spread, floor, ceiling}}}``; ``cycle_error``
+    carries no floor or ceiling (None).
+    """
+    out = {}
+    for direction, images in self.sources.items():
+      fakes, cycle_error = translate(direction, images)
+      scores = self.references[direction].score(fakes)
+      if self.target_class is not None:
+        rate = self._rate(fakes, self.target_class[direction])
+        floor, ceiling = self.rate_references[direction]
+        scores["translation_rate"] = {
+            "value": rate, "spread": float(np.sqrt(rate * (1 - rate) / len(fakes))),
+            "floor": floor, "ceiling": ceiling}
+      scores["cycle_error"] = {"value": float(cycle_error), "spread": 0.0, "floor": None,
+                               "ceiling": None}
+      out[direction] = scores
+    return out
