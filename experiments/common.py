@@ -6,6 +6,7 @@ imported together (the tests do) and --config / --workdir mean the same in all o
 """
 
 import logging as pylogging
+import signal
 import sys
 
 from absl import app, flags
@@ -51,12 +52,18 @@ def require(*names: str, example: str) -> None:
 
 
 def run(main) -> None:
-  """``app.run(main)``; a user error ends with its one-line message and exit status 1."""
+  """``app.run(main)``; a user error ends with its one-line message and exit status 1.
+
+  A run stopped by SIGTERM or Ctrl-C (checkpointed, resumable) exits with 128 + the
+  signal's number, as a killed process would, so schedulers see it did not finish.
+  """
   def guarded(argv):
     quiet_library_logs()
     try:
-      return main(argv)
+      record = main(argv)
     except USER_ERRORS as e:
       print(f"error: {e}", file=sys.stderr, flush=True)
       sys.exit(1)
+    if isinstance(record, dict) and record.get("stopped_by"):
+      sys.exit(128 + signal.Signals[record["stopped_by"]].value)
   app.run(guarded)

@@ -22,7 +22,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   common.require("config", "workdir", example="--config "
                  "experiments/configs/cyclegan.py:fashion_mnist --workdir runs/cyclegan")
-  cyclegan.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  return cyclegan.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

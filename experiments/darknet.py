@@ -24,7 +24,7 @@ def main(argv):
   else:
     common.require("config", "workdir", example="--config "
                    "experiments/configs/darknet.py:fashion_mnist --workdir runs/darknet")
-    darknet.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    return darknet.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -43,13 +43,11 @@ FLAGS = flags.FLAGS
 
 def run_kind(workdir: str) -> str:
   """"wgan" or "cyclegan", from the run's config.json; a clear error for anything else."""
-  config = metrics.read_config(workdir, "a WGAN or CycleGAN run")
-  if "critic_iters" in config:
-    return "wgan"
-  if "lambda_a" in config:
-    return "cyclegan"
-  raise ValueError(f"{workdir} is not a WGAN or CycleGAN run (a Darknet run? evaluate it "
-                   "with python -m experiments.darknet --mode eval).")
+  kind = metrics.run_system(metrics.read_config(workdir))
+  if kind not in ("wgan", "cyclegan"):
+    raise ValueError(f"{workdir} is not a WGAN or CycleGAN run (a Darknet run? evaluate it "
+                     "with python -m experiments.darknet --mode eval).")
+  return kind
 
 
 def evaluate_wgan(workdir: str, judge: judges.Judge, num: int, seed: int = 0,

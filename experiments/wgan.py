@@ -19,7 +19,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   common.require("config", "workdir", example="--config "
                  "experiments/configs/wgan.py:fashion_mnist --workdir runs/wgan")
-  wgan.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  return wgan.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -60,15 +60,35 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def read_config(workdir: str, what: str = "a training run"):
-  """The config a run in ``workdir`` was started with (its config.json)."""
+# A field only that system's configs have, to tell one run's folder from another's.
+SYSTEM_MARKERS = {"darknet": "max_lr", "wgan": "critic_iters", "cyclegan": "lambda_a"}
+SYSTEM_NAMES = {"darknet": "a Darknet run", "wgan": "a WGAN run", "cyclegan": "a CycleGAN run"}
+
+
+def run_system(config) -> str | None:
+  """"darknet", "wgan" or "cyclegan": which system a run's config belongs to."""
+  return next((name for name, key in SYSTEM_MARKERS.items() if key in config), None)
+
+
+def read_config(workdir: str, system: str | None = None):
+  """The config a run in ``workdir`` was started with (its config.json).
+
+  ``system``: the run must be of that system ("darknet", "wgan", "cyclegan"); a folder of
+  another one is a clear error, not a KeyError later.
+  """
   import ml_collections
+  what = SYSTEM_NAMES.get(system, "a training run")
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: --workdir must be the folder of {what} "
                             "(the --workdir it was trained with).")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(json.load(f))
+  found = run_system(config)
+  if system is not None and found != system:
+    raise ValueError(f"{workdir} holds {SYSTEM_NAMES.get(found, 'something else')}, not "
+                     f"{what}: point --workdir at {what}'s folder.")
+  return config
 
 
 def write_config(workdir: str, config) -> None:

@@ -63,6 +63,7 @@ def get_config(variant: str = "cifar10") -> ml_collections.ConfigDict:
   c.pad_mode = "symmetric"
   c.precision = "bf16"  # fp32 | bf16 | fp16
   c.initial_loss_scale = 2.0**15  # fp16 only
+  c.max_skipped_in_a_row = 50  # fp16: more overflowed steps in a row than this halt the run
   c.target_accuracy = 0.94
   c.seed = 0
   c.keep_checkpoints = 3

@@ -565,6 +565,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     iterations/s, and the path of the last sample grid.
   """
   validate_config(config)
+  loop.check_workdir(workdir)  # before hours of data loading, not after
   parallel.maybe_initialize_distributed()
   mesh = parallel.make_mesh()
   parallel.check_batch_divisible(config.batch_size, mesh, "batch_size")
@@ -592,7 +593,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run in ``workdir`` was started with (its config.json)."""
-  return metrics.read_config(workdir, "a CycleGAN run")
+  return metrics.read_config(workdir, "cyclegan")
 
 
 def load_generators(workdir: str, config=None, step: int | None = None):

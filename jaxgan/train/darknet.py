@@ -174,6 +174,7 @@ class Classifier:
     common_kw = dict(model=self.model, mean=self.mean, std=self.std,
                      compute_dtype=self.policy.compute_dtype, batch_sharding=sharding)
     self.time_to_target = None
+    self.skipped_in_a_row = 0  # fp16: overflowed steps since the last good one
 
     self.tx = make_optimizer(config, None)  # evaluation only: no schedule
     if train_data is not None:
@@ -241,7 +242,22 @@ class Classifier:
     if "skipped" in stacked:
       record["skipped_steps"] = int(np.sum(stacked["skipped"]))
       record["loss_scale"] = float(stacked["loss_scale"][-1])
+      self.check_fp16(step, stacked)
     return record
+
+  def check_fp16(self, step: int, stacked: dict) -> None:
+    """fp16 skips overflowing steps; a long run of them, or a scale at its floor of 1
+    that still overflows, means the training itself diverged: stop as for a NaN loss."""
+    for skipped, scale in zip(stacked["skipped"], stacked["loss_scale"]):
+      self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
+      collapsed = skipped and scale <= 1.0
+      if collapsed or self.skipped_in_a_row > self.config.max_skipped_in_a_row:
+        why = ("the loss scale fell to 1 and the gradients still overflow" if collapsed else
+               f"{self.skipped_in_a_row} fp16 steps in a row overflowed")
+        raise loop.NonFiniteError(
+            f"{why} by step {step}: training diverged. Lower --config.max_lr, or train "
+            "in bf16 (--config.precision=bf16); a rerun in the same --workdir resumes from "
+            "the last checkpoint.")
 
   def evaluate_hook(self, state, step: int, record: dict) -> dict:  # pylint: disable=unused-argument
     """Per epoch: test loss and accuracy, and when the target accuracy was first reached."""
@@ -305,6 +321,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     The final record: test accuracy and loss, total time, time to the target accuracy.
   """
   validate_config(config)
+  loop.check_workdir(workdir)  # before hours of data loading, not after
   parallel.maybe_initialize_distributed()
   mesh = parallel.make_mesh()
   parallel.check_batch_divisible(config.batch_size, mesh, "batch_size")
@@ -347,4 +364,4 @@ def evaluate_checkpoint(workdir: str, config: ml_collections.ConfigDict | None =
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run in ``workdir`` was started with (its config.json)."""
-  return metrics.read_config(workdir, "a Darknet run")
+  return metrics.read_config(workdir, "darknet")

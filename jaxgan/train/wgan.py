@@ -596,6 +596,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     The last record (losses, counters, speed), with the last gallery's path.
   """
   validate_config(config)
+  loop.check_workdir(workdir)  # before hours of data loading, not after
   parallel.maybe_initialize_distributed()
   mesh = parallel.make_mesh()
   parallel.check_batch_divisible(config.batch_size, mesh, "batch_size")
@@ -624,7 +625,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run in ``workdir`` was started with (its config.json)."""
-  return metrics.read_config(workdir, "a WGAN run")
+  return metrics.read_config(workdir, "wgan")
 
 
 def restore_state(workdir: str, config=None, step: int | None = None):
