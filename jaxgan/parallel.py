@@ -14,10 +14,24 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
 def maybe_initialize_distributed() -> None:
-  """Joins a multi-host run when the launcher says so (JAX_COORDINATOR_ADDRESS or a TPU pod)."""
+  """Joins a multi-process run when the launcher says so; a no-op otherwise.
+
+  * ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0), ``JAX_NUM_PROCESSES`` and
+    ``JAX_PROCESS_ID``: any cluster, or several processes on one machine;
+  * ``JAXGAN_DISTRIBUTED=1``: let JAX find them (SLURM, Open MPI, Kubernetes, TPU pods).
+
+  CPU processes exchange gradients through gloo (TCP); GPUs and TPUs use their own links.
+  """
   if jax.distributed.is_initialized():
     return
-  if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("JAXGAN_DISTRIBUTED"):
+  address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if not address and not os.environ.get("JAXGAN_DISTRIBUTED"):
+    return
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if address and os.environ.get("JAX_NUM_PROCESSES"):
+    jax.distributed.initialize(address, int(os.environ["JAX_NUM_PROCESSES"]),
+                               int(os.environ["JAX_PROCESS_ID"]))
+  else:
     jax.distributed.initialize()
 
 

@@ -564,9 +564,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     The last record: step, epoch, the mean losses since the previous record, lr,
     iterations/s, and the path of the last sample grid.
   """
+  parallel.maybe_initialize_distributed()  # first: it must precede any other JAX call
   validate_config(config)
   loop.check_workdir(workdir)  # before hours of data loading, not after
-  parallel.maybe_initialize_distributed()
   mesh = parallel.make_mesh()
   parallel.check_batch_divisible(config.batch_size, mesh, "batch_size")
   # The judge first: a missing one is an error before any data is read.

@@ -320,9 +320,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Returns:
     The final record: test accuracy and loss, total time, time to the target accuracy.
   """
+  parallel.maybe_initialize_distributed()  # first: it must precede any other JAX call
   validate_config(config)
   loop.check_workdir(workdir)  # before hours of data loading, not after
-  parallel.maybe_initialize_distributed()
   mesh = parallel.make_mesh()
   parallel.check_batch_divisible(config.batch_size, mesh, "batch_size")
   parallel.check_batch_divisible(config.eval_batch_size, mesh, "eval_batch_size")
