@@ -21,6 +21,12 @@ config_flags.DEFINE_config_file(
     " override fields with --config.FIELD=VALUE.", lock_config=True)
 flags.DEFINE_string("workdir", None, "The run's folder: config.json, metrics, samples, "
                     "checkpoints. The same command in the same folder resumes.")
+# Flags that several tools read with the same meaning (each tool's default where None).
+flags.DEFINE_integer("step", None, "Checkpoint step to use (default: the newest).")
+flags.DEFINE_integer("seed", 0, "Seed of the noise that draws samples.")
+flags.DEFINE_integer("num", None, "How many images (sample: 64; evaluate: 2000).")
+flags.DEFINE_string("out", None, "File to write (sample: samples.png; evaluate: "
+                    "WORKDIR/evaluation.json).")
 FLAGS = flags.FLAGS
 
 # What a user can fix from the message alone; anything else is a bug and keeps its traceback.

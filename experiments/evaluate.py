@@ -29,15 +29,10 @@ from jaxgan.train import cyclegan, wgan
 
 flags.DEFINE_string("judge", None, "classifier:WORKDIR (a jaxgan Darknet run) or "
                     "inception:WEIGHTS.npz (FID Inception).")
-flags.DEFINE_integer("num", 2000, "WGAN: samples to judge. CycleGAN: test images per "
-                     "direction (0: all).")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
-flags.DEFINE_integer("seed", 0, "Seed of the samples' noise.")
 flags.DEFINE_string("real", None, "With --fake: a folder of real images.")
 flags.DEFINE_string("fake", None, "With --real: a folder of generated images.")
 flags.DEFINE_integer("size", 64, "--real/--fake: images are centre-cropped and resized to it.")
 flags.DEFINE_integer("channels", 3, "--real/--fake: 1 (grayscale) or 3.")
-flags.DEFINE_string("out", None, "JSON to write (default: WORKDIR/evaluation.json).")
 FLAGS = flags.FLAGS
 
 
@@ -118,7 +113,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   common.require("judge", example="--judge classifier:runs/darknet_fmnist")
-  evaluate(FLAGS.judge, FLAGS.workdir, FLAGS.real, FLAGS.fake, FLAGS.num, FLAGS.seed,
+  # --num: WGAN samples to judge; CycleGAN test images per direction (0: all).
+  num = 2000 if FLAGS.num is None else FLAGS.num
+  evaluate(FLAGS.judge, FLAGS.workdir, FLAGS.real, FLAGS.fake, num, FLAGS.seed,
            FLAGS.step, FLAGS.size, FLAGS.channels, FLAGS.out)
 
 

@@ -15,10 +15,7 @@ from experiments import common
 from jaxgan import images
 from jaxgan.train import wgan
 
-flags.DEFINE_integer("num", 64, "How many images.")
-flags.DEFINE_string("out", "samples.png", "Grid PNG to write.")
 flags.DEFINE_string("folder", None, "Also write each image as folder/sample_NNNN.png.")
-flags.DEFINE_integer("seed", 0, "Seed of the noise.")
 flags.DEFINE_integer("ncol", 0, "Images per grid row (0: 8, or fewer for small --num).")
 FLAGS = flags.FLAGS
 
@@ -38,9 +35,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   common.require("workdir", example="--workdir runs/wgan_fmnist (a WGAN run's folder)")
-  paths = write_samples(FLAGS.workdir, FLAGS.num, FLAGS.out, FLAGS.folder, FLAGS.seed,
+  num, out = FLAGS.num or 64, FLAGS.out or "samples.png"
+  paths = write_samples(FLAGS.workdir, num, out, FLAGS.folder, FLAGS.seed,
                         FLAGS.ncol)
-  print(f"wrote {FLAGS.out}" + (f" and {len(paths) - 1} images in {FLAGS.folder}"
+  print(f"wrote {out}" + (f" and {len(paths) - 1} images in {FLAGS.folder}"
                                 if FLAGS.folder else ""), flush=True)
 
 

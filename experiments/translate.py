@@ -22,7 +22,6 @@ from jaxgan.train import cyclegan
 flags.DEFINE_enum("direction", "AtoB", ["AtoB", "BtoA"], "AtoB uses G_A, BtoA uses G_B.")
 flags.DEFINE_string("input", None, "Folder of images to translate (searched recursively).")
 flags.DEFINE_string("output", None, "Folder for the translated PNGs.")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
 FLAGS = flags.FLAGS
 
 

@@ -30,8 +30,8 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def launch(name, args, workdir, processes, devices_per_process):
-  env = dict(os.environ, PYTHONPATH=REPO,
+def launch(workdir, image_folder, processes, devices_per_process):
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
              JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "")
   port = free_port()
@@ -41,10 +41,11 @@ def launch(name, args, workdir, processes, devices_per_process):
       env = dict(env, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                  JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID=str(i))
     procs.append(subprocess.Popen(
-        [sys.executable, "-m", f"experiments.{name}", "--workdir", workdir, *args],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        [sys.executable, os.path.join(REPO, "tests", "multiprocess_worker.py"), workdir,
+         image_folder], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True))
   for p in procs:
-    _, err = p.communicate(timeout=600)
+    _, err = p.communicate(timeout=900)
     assert p.returncode == 0, err[-4000:]
 
 
@@ -78,33 +79,31 @@ def image_folder(root):
 # RMSProp and Adam normalise gradients, so a parameter whose gradient is zero in exact
 # arithmetic can move by up to lr/sqrt(1 - decay) (RMSProp: 10 lr; Adam: lr) per step either
 # way. The bounds below are those, not one machine's rounding.
-CASES = {
-    "darknet": (["--config", "experiments/configs/darknet.py:smoke",
-                 "--config.num_epochs=2"], dict(rtol=1e-4, atol=8 * 1.3 * 1e-5)),
-    "wgan": (["--config", "experiments/configs/wgan.py:smoke", "--config.num_gen_iters=2",
-              "--config.second_phase=False"], dict(rtol=1e-4, atol=2 * 10 * 1e-4 * 3)),
-    "cyclegan": (["--config", "experiments/configs/cyclegan.py:smoke",
-                  "--config.batch_size=4", "--config.data.source=folder",
-                  "--config.data.on_device=False", "--config.stop_after_step=3"],
-                 dict(rtol=1e-4, atol=2 * 2e-4 * 3)),
-}
+TOLERANCE = {"darknet": dict(rtol=1e-4, atol=8 * 1.3 * 1e-5),
+             "wgan": dict(rtol=1e-4, atol=2 * 10 * 1e-4 * 3),
+             "cyclegan": dict(rtol=1e-4, atol=2 * 2e-4 * 3)}
+LOSS = {"darknet": "train_loss", "wgan": "Loss_D", "cyclegan": "G_A"}
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_two_processes_train_like_one(name, tmp_path):
-  args, tolerance = CASES[name]
-  if name == "cyclegan":
-    args = args + [f"--config.data.path={image_folder(tmp_path / 'data')}"]
-  one, two = str(tmp_path / "one"), str(tmp_path / "two")
-  launch(name, args, one, processes=1, devices_per_process=4)
-  launch(name, args, two, processes=2, devices_per_process=2)
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("multiprocess")
+  folder = image_folder(root / "data")
+  launch(str(root / "one"), folder, processes=1, devices_per_process=4)
+  launch(str(root / "two"), folder, processes=2, devices_per_process=2)
+  return str(root / "one"), str(root / "two")
+
+
+@pytest.mark.parametrize("name", list(TOLERANCE))
+def test_two_processes_train_like_one(name, runs):
+  one, two = (os.path.join(r, name) for r in runs)
   (a, meta_a), (b, meta_b) = restore(name, one), restore(name, two)
   assert meta_a["step"] == meta_b["step"] > 0
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tolerance)
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), **TOLERANCE[name])
   # One writer: every record once, and the same losses as the single process.
   rec_a, rec_b = metrics.read_metrics(one), metrics.read_metrics(two)
   assert [r["step"] for r in rec_a] == [r["step"] for r in rec_b]
-  loss = {"darknet": "train_loss", "wgan": "Loss_D", "cyclegan": "G_A"}[name]
+  loss = LOSS[name]
   np.testing.assert_allclose([r[loss] for r in rec_a if loss in r],
                              [r[loss] for r in rec_b if loss in r], rtol=1e-4, atol=1e-5)
