@@ -188,3 +188,20 @@ def test_unwritable_workdir_fails_before_training(tmp_path):
   blocked.write_text("not a folder")
   with pytest.raises(PermissionError, match="cannot write to --workdir"):
     darknet.train_and_evaluate(darknet_configs.get_config("smoke"), str(blocked / "run"))
+
+
+def test_a_folder_of_unreadable_images_is_one_line_before_training(tmp_path):
+  (tmp_path / "images").mkdir()
+  for i in range(3):
+    (tmp_path / "images" / f"{i}.png").write_bytes(b"not a png")
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.wgan", "--config", "experiments/configs/wgan.py:smoke",
+       "--config.data.source=folder", f"--config.data.path={tmp_path / 'images'}",
+       "--config.data.channels=3", "--config.data.max_images=0",
+       "--workdir", str(tmp_path / "run")],
+      cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: None of the 3 images") and "--config.data.path" in last
+  assert "Traceback" not in result.stderr
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")

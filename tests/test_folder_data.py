@@ -163,7 +163,7 @@ def test_source_all_unreadable_raises(tmp_path):
   for i in range(3):
     (tmp_path / f"{i}.png").write_bytes(b"nope")
   src = folder.ImageFolderSource(tmp_path, 8)
-  with pytest.raises(RuntimeError, match="None of the 3 images"):
+  with pytest.raises(ValueError, match="None of the 3 images"):
     src[1]
 
 

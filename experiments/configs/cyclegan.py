@@ -15,7 +15,9 @@ Variants:
                  second (3,030 boots), so no pair exists. 28×28 zero-padded to 36
                  (load_size), random crop 32 + flip; ngf 16, 3 residual blocks, a 2-layer
                  PatchGAN (34×34 receptive field), batch 1, 3 + 3 epochs (18,180
-                 iterations), fp32; the paper's losses, λ, pool and Adam.
+                 iterations), fp32; the paper's losses, λ, pool and Adam. Judged each
+                 epoch on 1,000 test images a direction by the Fashion-MNIST Darknet
+                 (runs/darknet_fmnist: train it first, or set --config.eval.judge=).
   smoke          Tiny, for tests.
 
 Commands:

@@ -21,8 +21,10 @@ Variants:
                  memory; ngf = ndf = 24, no extra layer, batch 64, RMSProp lr 5e-4 for
                  both nets (the lesson's 1e-4 is too slow for a 15-minute budget), 2500
                  generator iterations of 5 critic steps (25 while gen_iters < 25 and at
-                 every 500th), critic steps unrolled 5 per call for XLA:CPU; fp32.
-                 Measured: see below.
+                 every 500th: the paper's schedule), critic steps unrolled 5 per call for
+                 XLA:CPU; fp32. Judged every 500 iterations on 2,000 samples by the
+                 Fashion-MNIST Darknet (runs/darknet_fmnist: train it first, or set
+                 --config.eval.judge=). Measured: see below.
   smoke          Tiny (isize 16, width 8, a few iterations on 256 Fashion-MNIST images),
                  for tests.
 

@@ -175,9 +175,14 @@ class _SkippingSource:
                         self._describe(j), type(e).__name__, e)
         continue
       return {"image": image, "skipped": np.int32(skipped)}
-    raise RuntimeError(
+    raise ValueError(
         f"None of the {n} images in {self._where()} could be read (see the "
         "warnings above); the data set is corrupt or not an image data set.")
+
+  def check_readable(self) -> None:
+    """Reads one image now (skipping unreadable ones, as any read does), so a folder with
+    none readable is one clear error before training rather than inside a worker."""
+    self[0]
 
 
 class ImageFolderSource(_SkippingSource):

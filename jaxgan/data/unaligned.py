@@ -192,6 +192,7 @@ def folder_domains(path: str, load_size: int, channels: int = 3) -> Domains:
                       folder, "train" + split[-1])
       continue
     sources[split] = ImageFolderSource(folder, load_size, channels)
+    sources[split].check_readable()
   return Domains(sources["trainA"], sources["trainB"],
                  sources.get("testA", sources["trainA"]),
                  sources.get("testB", sources["trainB"]),

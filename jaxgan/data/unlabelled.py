@@ -277,6 +277,7 @@ def make_image_data(data: ml_collections.ConfigDict, isize: int, batch_size: int
     else:
       source = folder.LmdbSource(data.path, isize, data.channels, data.fraction, seed,
                                  cache_dir=data.cache_dir or None)
+    source.check_readable()
   except (FileNotFoundError, ValueError) as e:
     # Same type, plus the config flag to change.
     raise type(e)(f"{e} ({_source_hint(data.source)}.)") from None

@@ -258,7 +258,7 @@ def with_learning_rate(opt_state, lr):
   return opt_state._replace(hyperparams=hyper)
 
 
-class CycleGAN:
+class CycleGAN(loop.Task):
   """The networks, the optimizers and the jitted functions that train and apply them.
 
   Args:
@@ -432,15 +432,6 @@ class CycleGAN:
                      for k in ("fd", "translation_rate") if f"{d}_{k}" in record)
     return (f"step {record['step']}: " + ", ".join(f"{k} {record[k]:.3f}" for k in LOSS_NAMES)
             + f"{scores}; {record['wall_time']:.1f} s; samples in {record.get('sample')}")
-
-  def meta(self) -> dict:
-    return {}
-
-  def load_meta(self, meta: dict) -> None:
-    pass
-
-  def close(self) -> None:
-    pass
 
   def samples_hook(self, workdir: str):
     """A loop hook: the sample grid of the fixed test pairs, as a PNG and in TensorBoard."""

@@ -149,7 +149,7 @@ def eval_step(state: TrainState, images, labels, start, *, model, mean, std, bat
           "count": jnp.sum(valid)}
 
 
-class Classifier:
+class Classifier(loop.Task):
   """The network, its optimizer, the data on the devices and the steps: the loop's task.
 
   Args:
@@ -285,9 +285,6 @@ class Classifier:
 
   def load_meta(self, meta: dict) -> None:
     self.time_to_target = meta.get("time_to_target")
-
-  def close(self) -> None:
-    pass
 
   # --- evaluation
 

@@ -35,7 +35,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,21 +46,50 @@ from tqdm import tqdm
 from jaxgan import checkpoint, metrics
 
 
-class Task(Protocol):
-  """What a system gives the loop."""
-  what: str
+class Task:
+  """What a system gives the loop; the defaults suit a system with nothing to add."""
+  what = "a run"
 
-  def init_state(self) -> Any: ...
-  def abstract_state(self) -> Any: ...
-  def batches(self, start: int) -> Iterator[Any]: ...
-  def train_step(self, state, batch) -> tuple[Any, dict]: ...
-  def compile(self, state, batch) -> bool: ...
-  def summarize(self, step: int, metrics: dict[str, np.ndarray], seconds: float) -> dict: ...
-  def log_line(self, step: int, record: dict) -> str: ...
-  def meta(self) -> dict: ...
-  def load_meta(self, meta: dict) -> None: ...
-  def summary(self, record: dict) -> str: ...
-  def close(self) -> None: ...
+  def init_state(self) -> Any:
+    raise NotImplementedError
+
+  def abstract_state(self) -> Any:
+    """Shapes, dtypes and shardings of the state (``jax.eval_shape``): restore targets."""
+    raise NotImplementedError
+
+  def batches(self, start: int) -> Iterator[Any]:
+    """The input of each step from step ``start`` on."""
+    raise NotImplementedError
+
+  def train_step(self, state, batch) -> tuple[Any, dict]:
+    """One step: the new state and the step's metrics (device scalars, not fetched)."""
+    raise NotImplementedError
+
+  def summarize(self, step: int, metrics: dict[str, np.ndarray], seconds: float) -> dict:
+    """The record of a log interval from its stacked per-step metrics."""
+    return mean_record(metrics)
+
+  def compile(self, state, batch) -> bool:
+    """Compiles the step ahead of time; False leaves it to jit's first call."""
+    del state, batch
+    return False
+
+  def log_line(self, step: int, record: dict) -> str:
+    return f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items()
+                                         if isinstance(v, float))
+
+  def summary(self, record: dict) -> str:
+    return f"done: {self.log_line(record['step'], record)}"
+
+  def meta(self) -> dict:
+    """Host-side numbers a resume needs (saved beside the state)."""
+    return {}
+
+  def load_meta(self, meta: dict) -> None:
+    del meta
+
+  def close(self) -> None:
+    pass
 
 
 @dataclasses.dataclass
@@ -252,8 +281,7 @@ def _train(task, config, workdir, ckpt, num_steps, log_every, checkpoint_every, 
             check_finite(fields, step, workdir, last_saved)
             history, interval = [], Stopwatch()
           elif checkpoint_due:  # never checkpoint a state whose losses went non-finite
-            check_finite(task.summarize(step, stack_metrics(history), interval.elapsed()),
-                         step, workdir, last_saved)
+            check_finite(mean_record(stack_metrics(history)), step, workdir, last_saved)
           for hook in hooks:
             if step % hook.steps == 0 or step == num_steps:
               fields.update(hook.action(state, step, fields) or {})

@@ -399,7 +399,7 @@ def generate(gen_net: NetState, z, *, generator):
                          train=False)
 
 
-class WGAN:
+class WGAN(loop.Task):
   """The two networks, their optimizers, the run's schedule and the jitted programs.
 
   Args:
@@ -496,11 +496,6 @@ class WGAN:
         yield item, chunk_blocks
     finally:
       blocks.close()
-
-  def compile(self, state, batch) -> bool:
-    """Nothing ahead of time: jit compiles each block length (5, 100, ...) on first use."""
-    del state, batch
-    return False
 
   def lower(self, state, block):
     """The two programs of a generator iteration, lowered for this block (the benchmark)."""
