@@ -4,25 +4,13 @@ as 1 process of 4 CPU devices and as 2 processes of 2 (jax.distributed over loop
 import sys
 
 from absl import flags
-from ml_collections import config_flags  # noqa: F401  (the --config flag lives in common)
 
-from experiments import common  # noqa: F401  (defines --config / --workdir)
+from conftest import override
 from experiments.configs import cyclegan as cyclegan_configs
 from experiments.configs import darknet as darknet_configs
 from experiments.configs import wgan as wgan_configs
 from jaxgan import parallel
 from jaxgan.train import cyclegan, darknet, wgan
-
-
-def override(config, **fields):
-  with config.unlocked():
-    for key, value in fields.items():
-      target = config
-      *path, last = key.split(".")
-      for part in path:
-        target = getattr(target, part)
-      setattr(target, last, value)
-  return config
 
 
 def main(workdir: str, image_folder: str):
