@@ -27,9 +27,12 @@ SCRIPT = textwrap.dedent("""
 
     one_losses, one_state, one_eval = train(jax.devices()[:1])
     all_losses, all_state, all_eval = train(jax.devices())
-    np.testing.assert_allclose(one_losses, all_losses, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(one_losses, all_losses, rtol=1e-4, atol=1e-6)
+    # The same gradient sums in another order (float32: ~1e-5 of their size); SGD turns
+    # that into lr x 1e-5 per step (smoke max_lr 1.3, 4 steps).
     for a, b in zip(jax.tree.leaves(one_state), jax.tree.leaves(all_state)):
-      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
+                                 atol=4 * config.max_lr * 1e-5)
     assert abs(one_eval["test_loss"] - all_eval["test_loss"]) < 1e-4
     # The batch really is split: each device holds 2 of the 16 examples.
     clf = darknet.Classifier(config, parallel.make_mesh(), data, data)

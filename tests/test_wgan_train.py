@@ -371,8 +371,12 @@ PARALLEL = textwrap.dedent("""
 
     _, one = train(jax.devices()[:1])
     block, two = train(jax.devices())
+    # The same sums in another order. RMSProp divides by the gradient's running RMS, so a
+    # parameter whose gradient is rounding noise can step by up to lr/sqrt(1 - 0.99) =
+    # 10 lr either way: that, per critic or generator step (2 x 3 + 2), bounds the rest.
+    atol = 2 * 10 * config.lr_d * (2 * 3 + 2)
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two)):
-      np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+      np.testing.assert_allclose(a, b, rtol=2e-4, atol=atol)
     # The block of real batches is split along its batch axis: 4 of the 8 per device.
     assert block.sharding.shard_shape(block.shape) == (3, 4, 16, 16, 1)
     print("PARALLEL-OK")
