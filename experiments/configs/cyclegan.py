@@ -95,6 +95,7 @@ def get_config(variant: str = "horse2zebra") -> ml_collections.ConfigDict:
   c.eval.every = 20000
   c.eval.samples = 0  # test images per direction; 0 = all (horse2zebra: 120 / 140)
   c.eval.reference_images = 0  # target-domain training images compared with; 0 = all
+  c.eval.kid_subsets = 20  # KID's subsets during training (experiments.evaluate: 100)
 
   if variant == "folder":
     c.data.source = "folder"

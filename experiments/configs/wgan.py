@@ -125,6 +125,7 @@ def get_config(variant: str = "lsun") -> ml_collections.ConfigDict:
   c.eval.every = 1000
   c.eval.samples = 10000
   c.eval.reference_images = 50000  # training images the samples are compared with; 0 = all
+  c.eval.kid_subsets = 20  # KID's subsets during training (experiments.evaluate: 100)
   c.eval.heldout = ""  # folder/LSUN: real images never trained on (e.g. bedroom_val_lmdb)
 
   if name == "folder":

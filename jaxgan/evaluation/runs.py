@@ -90,12 +90,13 @@ class WGANJudge:
   """Scores batches of a WGAN's samples against its data; the reference is built once."""
 
   def __init__(self, config, judge: judges.Judge, num_fake: int,
-               pixel_memorisation: bool = False):
+               pixel_memorisation: bool = False, kid_subsets: int = 100):
     e = config.eval
     self.train = wgan_real_images(config, "train", e.reference_images, config.seed)
     self.heldout = wgan_real_images(config, "heldout", num_fake, config.seed + 1)
     self.reference = report.Reference(judge.extract, self.train, self.heldout, num_fake,
                                       seed=config.seed, pixel_memorisation=pixel_memorisation,
+                                      kid_subsets=kid_subsets,
                                       kid_subset_size=min(1000, num_fake))
 
   def score(self, fakes: np.ndarray) -> dict:
@@ -124,7 +125,7 @@ class CycleGANJudge:
   """
 
   def __init__(self, config, domains, judge: judges.Judge, num_images: int = 0,
-               pixel_memorisation: bool = False):
+               pixel_memorisation: bool = False, kid_subsets: int = 100):
     crop = config.data.crop_size
     self.judge = judge
     test = {"A": _centre(_stack(domains.test_a, num_images), crop),
@@ -137,6 +138,7 @@ class CycleGANJudge:
         direction: report.Reference(judge.extract, train[target], test[target],
                                     len(self.sources[direction]), seed=config.seed,
                                     pixel_memorisation=pixel_memorisation,
+                                    kid_subsets=kid_subsets,
                                     kid_subset_size=min(1000, len(self.sources[direction]),
                                                         len(test[target])))
         for direction, target in self.targets.items()}

@@ -122,7 +122,10 @@ def frechet_distance_with_spread(a, b, num_bootstrap: int = 10, seed=0) -> Score
 
 def polynomial_kernel(x, y) -> np.ndarray:
   """KID's kernel k(x, y) = (x·y / d + 1)³ between the rows of x and y."""
-  return (x @ y.T / x.shape[1] + 1.0) ** 3
+  t = x @ y.T
+  t /= x.shape[1]
+  t += 1.0
+  return t * t * t  # in place and by products: cheaper than ** 3 on a 1000 x 1000 block
 
 
 def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:

@@ -224,7 +224,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                              "model.n_blocks", "model.dropout", "data.max_images",
                              "eval.samples", "eval.reference_images")
   if config.eval.judge:
-    config_checks.positive(config, "eval.every")
+    config_checks.positive(config, "eval.every", "eval.kid_subsets")
   if d.crop_size % 4:
     lower, upper = d.crop_size - d.crop_size % 4, d.crop_size + 4 - d.crop_size % 4
     raise ValueError(
@@ -576,7 +576,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   hooks = [loop.Every(config.sample_every, gan.samples_hook(workdir))]
   if judge is not None:
     hooks.append(loop.Every(config.eval.every, gan.evaluation_hook(
-        runs.CycleGANJudge(config, domains, judge, config.eval.samples))))
+        runs.CycleGANJudge(config, domains, judge, config.eval.samples,
+        kid_subsets=config.eval.kid_subsets))))
   return loop.train(gan, config, workdir, num_steps=num_steps, log_every=config.log_every,
                     checkpoint_every=config.checkpoint_every,
                     stop_after=config.stop_after_step, hooks=tuple(hooks), desc="cyclegan")

@@ -195,7 +195,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   config_checks.non_negative(config, "gen_batch_size", "unrolled_chunk",
                              "eval.reference_images")
   if config.eval.judge:
-    config_checks.positive(config, "eval.every", "eval.samples")
+    config_checks.positive(config, "eval.every", "eval.samples", "eval.kid_subsets")
   if config.loss == "wgan":
     config_checks.positive(config, "clip_value")
   if config.num_gen_iters <= 0 and config.num_epochs <= 0:
@@ -606,7 +606,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if judge is not None:
     clock = loop.Stopwatch()
     hooks.append(loop.Every(config.eval.every, wgan.evaluation_hook(
-        runs.WGANJudge(config, judge, config.eval.samples))))
+        runs.WGANJudge(config, judge, config.eval.samples,
+        kid_subsets=config.eval.kid_subsets))))
     logging.info("evaluation reference (%s) built in %.1f s", config.eval.judge,
                  clock.elapsed())
   logging.info("%s: %d images, %d real batches of %d per epoch, %d generator iterations "
