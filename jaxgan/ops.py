@@ -19,12 +19,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-FORMULATIONS = ("lax", "patches", "phases", "subpixel")
+FORMULATIONS = ("lax", "canonical", "patches", "phases", "subpixel")
 
 # A transposed conv with at most this many output channels x phases runs as one conv
 # (conv_subpixel) rather than one per phase (conv_phases): measured on XLA:CPU, four
 # convs with 1-16 outputs each cost more than one with 4-64.
 SUBPIXEL_MAX_OUTPUTS = 64
+
+# Convs with at most this many output pixels per image run as patches: XLA:CPU's Eigen
+# convs reach ~1/3 of the patches' speed there, forward + backward (4x4 and 2x2 maps in
+# Darknet's last groups and the DCGAN critic's last pyramid layer; 8x8 is a draw).
+PATCHES_MAX_OUTPUT_PIXELS = 16
+# ... unless the window is larger than this: the patches would cost more than they save.
+PATCHES_MAX_TAPS = 49
 
 # None: decide per convolution. 'lax' / 'patches': every routed conv so (benchmarks and
 # tests). Read at trace time: a function traced earlier keeps its formulation.
@@ -100,6 +107,61 @@ def conv_patches(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilat
   kernel = rhs.reshape(-1, rhs.shape[-1])
   return lax.dot_general(patches, kernel, (((nsp + 1,), (0,)), ((), ())),
                          precision=precision, preferred_element_type=preferred_element_type)
+
+
+def _dilated(size: int, dilation: int) -> int:
+  return (size - 1) * dilation + 1
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_canonical(lhs, rhs, geometry):
+  """``lax.conv_general_dilated`` whose gradient convs are in Eigen's layout (channels-last).
+
+  ``geometry`` = (window_strides, explicit padding, lhs_dilation, rhs_dilation, precision).
+  JAX's own gradient convs use other dimension orders (kernel I/O swapped; batch and
+  feature swapped for the kernel gradient). XLA:CPU transposes such convs into Eigen's
+  layout only in the entry computation (its ConvCanonicalization pass walks nothing
+  else), so inside a ``lax.scan`` or ``while_loop`` body they ran as naive loops, ~20x
+  slower. Here the transposes are explicit, so every conv is NHWC/HWIO wherever it sits.
+  The gradient convs are routed again (second derivatives, as WGAN-GP takes, included).
+  No forward-mode autodiff (``jax.jvp``), as for any ``custom_vjp``.
+  """
+  strides, pads, ldil, rdil, precision = geometry
+  return lax.conv_general_dilated(lhs, rhs, strides, pads, lhs_dilation=ldil,
+                                  rhs_dilation=rdil,
+                                  dimension_numbers=_channels_last_spec(lhs.ndim - 2),
+                                  precision=precision)
+
+
+def _conv_canonical_fwd(lhs, rhs, geometry):
+  return conv_canonical(lhs, rhs, geometry), (lhs, rhs)
+
+
+def _conv_canonical_bwd(geometry, residuals, ct):
+  lhs, rhs = residuals
+  strides, pads, ldil, rdil, precision = geometry
+  nsp = lhs.ndim - 2
+  route_again = functools.partial(conv_general_dilated,
+                                  dimension_numbers=_channels_last_spec(nsp),
+                                  precision=precision)
+  n = [_dilated(m, d) for m, d in zip(lhs.shape[1:-1], ldil)]
+  k = [_dilated(m, d) for m, d in zip(rhs.shape[:nsp], rdil)]
+  o = [_dilated(m, d) for m, d in zip(ct.shape[1:-1], strides)]
+  # Input gradient: the cotangent, dilated by the strides, convolved with the flipped
+  # kernel (in/out channels swapped); its padding makes the output the input's size.
+  lo = [kk - p - 1 for kk, (p, _) in zip(k, pads)]
+  dx = route_again(ct, jnp.flip(rhs, tuple(range(nsp))).swapaxes(-1, -2), ldil,
+                   [(a, nn + kk - 1 - oo - a) for a, nn, kk, oo in zip(lo, n, k, o)],
+                   lhs_dilation=strides, rhs_dilation=rdil)
+  # Kernel gradient: input channels play the batch, the batch is summed as features,
+  # the cotangent is the window (dilated by the strides).
+  dw = route_again(jnp.swapaxes(lhs, 0, -1), jnp.moveaxis(ct, 0, -2), rdil,
+                   [(p, oo - nn + kk - p - 1) for (p, _), nn, kk, oo in zip(pads, n, k, o)],
+                   lhs_dilation=ldil, rhs_dilation=strides)
+  return dx, jnp.moveaxis(dw, 0, -2)
+
+
+conv_canonical.defvjp(_conv_canonical_fwd, _conv_canonical_bwd)
 
 
 def _phase_geometry(n: int, k: int, s: int, lo: int, hi: int):
@@ -209,11 +271,10 @@ def _swapped_by_xla(lhs_spatial, window, strides, padding, lhs_dilation, rhs_dil
   """Whether XLA's operand-swap rewrite turns this conv around (input <-> kernel).
 
   XLA swaps when the window holds more taps than the input has pixels (a 3x3 window on a
-  2x2 map; the kernel gradient of a transposed conv, whose "window" is the output); the
-  swapped conv has a layout XLA:CPU has no Eigen kernel for, and its naive loop runs at
-  0.1-3 GFLOP/s. Dims where the window exactly covers the unpadded input (a dense
-  contraction) do not count; a 1-pixel input padded to one full window counts as the
-  window (this mirrors XLA's conv_operand_swapper).
+  2x2 map); the swapped conv has a layout XLA:CPU has no Eigen kernel for, and its naive
+  loop runs at 0.1-3 GFLOP/s. Dims where the window exactly covers the unpadded input (a
+  dense contraction) do not count; a 1-pixel input padded to one full window counts as
+  the window (this mirrors XLA's conv_operand_swapper).
   """
   taps = pixels = 1
   for n, k, s, (lo, hi), ld, rd in zip(lhs_spatial, window, strides, padding, lhs_dilation,
@@ -225,51 +286,20 @@ def _swapped_by_xla(lhs_spatial, window, strides, padding, lhs_dilation, rhs_dil
   return taps > pixels
 
 
-def _conv_eqns(jaxpr):
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "conv_general_dilated":
-      yield eqn
-    for value in eqn.params.values():  # sub-jaxprs (pjit, custom_jvp, ...)
-      for sub in value if isinstance(value, (tuple, list)) else (value,):
-        inner = getattr(sub, "jaxpr", sub)
-        if hasattr(inner, "eqns"):
-          yield from _conv_eqns(inner)
-
-
-@functools.lru_cache(maxsize=None)
-def _gradient_convs(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation,
-                    rhs_dilation, dimension_numbers):
-  """Geometry of the convs JAX emits for this conv's gradients (wrt input and kernel).
-
-  Read off JAX's own transpose rules (a traced vjp) rather than re-derived here.
-  """
-  f = functools.partial(lax.conv_general_dilated, window_strides=window_strides,
-                        padding=padding, lhs_dilation=lhs_dilation,
-                        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers)
-  x = jax.ShapeDtypeStruct(lhs_shape, np.float32)
-  w = jax.ShapeDtypeStruct(rhs_shape, np.float32)
-  ct = jax.eval_shape(f, x, w)
-  jaxpr = jax.make_jaxpr(lambda x, w, ct: jax.vjp(f, x, w)[1](ct))(x, w, ct)
-  found = []
-  for eqn in _conv_eqns(jaxpr.jaxpr):
-    p, dn = eqn.params, eqn.params["dimension_numbers"]
-    lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
-    found.append((tuple(lhs[d] for d in dn.lhs_spec[2:]), tuple(rhs[d] for d in dn.rhs_spec[2:]),
-                  p["window_strides"], p["padding"], p["lhs_dilation"], p["rhs_dilation"]))
-  return tuple(found)
-
-
 def route(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation=None,
           rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
           batch_group_count=1, backend=None) -> str:
   """The formulation ``conv_general_dilated`` picks: one of ``FORMULATIONS``.
 
-  On CPU, for channels-last convs without groups:
-  * if XLA would swap the operands of the conv or of either gradient conv
-    (``_swapped_by_xla``): 'phases' / 'subpixel' for a transposed conv (input dilation,
-    stride 1), else 'patches';
+  On CPU, for channels-last convs without groups, in this order:
+  * a dilated input (a transposed conv, or a strided conv's input gradient) at stride 1:
+    'phases' ('subpixel' if the output is narrow), as lax would multiply zeros;
+  * XLA would swap the operands (``_swapped_by_xla``), or the output map is tiny (at most
+    ``PATCHES_MAX_OUTPUT_PIXELS``): 'patches';
   * a 1x1 window: 'patches', i.e. one matmul, which XLA:CPU runs ~2x faster;
-  * otherwise, and on every other backend, 'lax'.
+  * otherwise 'canonical': lax's conv, its gradient convs channels-last (so XLA:CPU
+    runs them with Eigen inside loops too) and each routed by these same rules.
+  On every other backend, and for other layouts or grouped convs: 'lax'.
   """
   if _forced is not None:
     return _forced
@@ -284,18 +314,22 @@ def route(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation=None,
   if isinstance(padding, str) and any(d != 1 for d in ldil):
     return "lax"  # lax rejects this combination; let it say so
   window = tuple(rhs_shape[:nsp])
+  if any(d != 1 for d in ldil) and strides == rdil == (1,) * nsp:
+    narrow = rhs_shape[-1] * int(np.prod(ldil)) <= SUBPIXEL_MAX_OUTPUTS
+    return "subpixel" if narrow else "phases"
   pads = _explicit_padding(padding, lhs_shape[1:-1], window, strides, rdil)
-  fwd = (tuple(lhs_shape[1:-1]), window, strides, pads, ldil, rdil)
-  grads = _gradient_convs(tuple(lhs_shape), tuple(rhs_shape), strides, pads, ldil, rdil, dn)
-  if any(_swapped_by_xla(*conv) for conv in (fwd, *grads)):
-    if any(d != 1 for d in ldil) and strides == rdil == (1,) * nsp:
-      # Patches of a dilated input would mostly multiply zeros; phases skip them.
-      narrow = rhs_shape[-1] * int(np.prod(ldil)) <= SUBPIXEL_MAX_OUTPUTS
-      return "subpixel" if narrow else "phases"
+  pixels = np.prod([(_dilated(n, ld) + lo + hi - _dilated(k, rd)) // s + 1 for n, k, s,
+                    (lo, hi), ld, rd in zip(lhs_shape[1:-1], window, strides, pads, ldil,
+                                            rdil)])
+  small = (pixels <= PATCHES_MAX_OUTPUT_PIXELS
+           or _swapped_by_xla(lhs_shape[1:-1], window, strides, pads, ldil, rdil))
+  # Patches grow with the window: past a few dozen taps, compile time and memory would
+  # cost more than they save.
+  if small and np.prod(window) <= PATCHES_MAX_TAPS:
     return "patches"
   if window == (1,) * nsp:
     return "patches"
-  return "lax"
+  return "canonical"
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
@@ -304,7 +338,13 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   """``lax.conv_general_dilated``, reformulated where XLA:CPU would be slow (``route``)."""
   how = route(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
               dimension_numbers, feature_group_count, batch_group_count)
-  if how == "lax":
+  if how == "canonical" and preferred_element_type is None:
+    nsp = lhs.ndim - 2
+    strides, rdil = _tuple(window_strides, nsp), _tuple(rhs_dilation, nsp)
+    pads = _explicit_padding(padding, lhs.shape[1:-1], rhs.shape[:nsp], strides, rdil)
+    return conv_canonical(lhs, rhs, (strides, pads, _tuple(lhs_dilation, nsp), rdil,
+                                     precision))
+  if how in ("lax", "canonical"):
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,

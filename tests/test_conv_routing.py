@@ -38,7 +38,13 @@ CASES = {
 }
 
 
+def _canonical(x, w, strides, padding, ldil):
+  pads = ops._explicit_padding(padding, x.shape[1:-1], w.shape[:2], strides, (1, 1))
+  return ops.conv_canonical(x, w, (strides, pads, ldil or (1, 1), (1, 1), None))
+
+
 FORMULATIONS = {
+    "canonical": _canonical,
     "patches": lambda x, w, strides, padding, ldil: ops.conv_patches(x, w, strides, padding,
                                                                      ldil),
     "phases": lambda x, w, strides, padding, ldil: ops.conv_phases(x, w, padding, ldil),
@@ -46,7 +52,7 @@ FORMULATIONS = {
 }
 # Phases need a dilated input (a transposed conv) at stride 1.
 PAIRS = [(name, f) for name in sorted(CASES) for f in FORMULATIONS
-         if f == "patches" or CASES[name][4] is not None]
+         if f in ("canonical", "patches") or CASES[name][4] is not None]
 
 
 def _value_and_grads(conv, x, w, ct):
@@ -85,31 +91,45 @@ def _route(xs, ws, strides, padding, ldil=None, backend="cpu", **kw):
 
 
 def test_route_picks_patches_for_what_xla_cpu_runs_badly():
+  same = ((1, 1), (1, 1))
   # Darknet's last group: a 3x3 window over a 2x2 map (XLA swaps input and kernel into a
-  # layout with no Eigen kernel, forward and backward) ...
-  assert _route((64, 2, 2, 512), (3, 3, 512, 1024), (1, 1), ((1, 1), (1, 1))) == "patches"
-  # ... and the stride-2 conv into it, whose input gradient is the 3x3-over-2x2 case.
-  assert _route((64, 4, 4, 512), (3, 3, 512, 1024), (2, 2), ((1, 1), (1, 1))) == "patches"
+  # layout with no Eigen kernel, forward and backward).
+  assert _route((64, 2, 2, 512), (3, 3, 512, 1024), (1, 1), same) == "patches"
+  # Tiny output maps (at most 16 pixels) in general: 4x4 and the stride-2 conv to 2x2.
+  assert _route((64, 4, 4, 256), (3, 3, 256, 512), (1, 1), same) == "patches"
+  assert _route((64, 4, 4, 512), (3, 3, 512, 1024), (2, 2), same) == "patches"
+  assert _route((64, 8, 8, 256), (4, 4, 256, 512), (2, 2), same) == "patches"
+  # The critic's head: its 4x4 window covers the 4x4 input, so patches are one reshape.
+  assert _route((64, 4, 4, 256), (4, 4, 256, 1), (1, 1), "VALID") == "patches"
   # A single-tap window is a plain matmul, which XLA:CPU runs faster than its 1x1 conv.
   assert _route((64, 8, 8, 256), (1, 1, 256, 128), (1, 1), "VALID") == "patches"
-  # Transposed convs (the kernel gradient is swapped): one conv per phase, or all phases
-  # in one conv when the output is narrow.
+
+
+def test_route_splits_dilated_inputs_into_phases():
+  # Transposed convs: one conv per phase, or all phases in one conv when the output is
+  # narrow; lax would multiply the dilation's zeros, and swap its kernel gradient.
   up = ((1, 1), ((2, 2), (2, 2)), (2, 2))
   assert _route((64, 8, 8, 256), (4, 4, 256, 128), *up) == "phases"
   assert _route((64, 16, 16, 24), (4, 4, 24, 1), *up) == "subpixel"
   assert _route((1, 32, 32, 256), (3, 3, 256, 128), (1, 1), ((1, 2), (1, 2)), (2, 2)) == (
       "phases")
+  # So is the input gradient of a stride-2 conv: the cotangent dilated by 2.
+  assert _route((64, 8, 8, 256), (3, 3, 256, 128), (1, 1), ((1, 2), (1, 2)), (2, 2)) == (
+      "phases")
 
 
-def test_route_keeps_lax_elsewhere():
+def test_route_keeps_lax_convs_elsewhere():
+  # On CPU, lax's own conv with channels-last gradient convs (see the scan test below).
   same = ((1, 1), (1, 1))
-  assert _route((64, 32, 32, 3), (3, 3, 3, 32), (1, 1), same) == "lax"
-  assert _route((64, 16, 16, 64), (3, 3, 64, 128), (1, 1), same) == "lax"
-  assert _route((64, 32, 32, 1), (4, 4, 1, 24), (2, 2), same) == "lax"
-  # The critic's head covers its whole 4x4 input: a dense contraction, not a swap.
-  assert _route((64, 4, 4, 256), (4, 4, 256, 1), (1, 1), "VALID") == "lax"
+  assert _route((64, 32, 32, 3), (3, 3, 3, 32), (1, 1), same) == "canonical"
+  assert _route((64, 16, 16, 64), (3, 3, 64, 128), (1, 1), same) == "canonical"
+  assert _route((64, 8, 8, 128), (3, 3, 128, 256), (1, 1), same) == "canonical"
+  assert _route((64, 32, 32, 1), (4, 4, 1, 24), (2, 2), same) == "canonical"
+  # A huge swapped window stays a conv: its patches would cost more than the swap.
+  assert _route((1, 8, 8, 4), (9, 9, 4, 4), (1, 1), ((4, 4), (4, 4))) == "canonical"
   bad = ((64, 2, 2, 512), (3, 3, 512, 1024), (1, 1), same)
   assert _route(*bad, backend="gpu") == "lax"
+  assert _route((64, 16, 16, 64), (3, 3, 64, 128), (1, 1), same, backend="gpu") == "lax"
   assert _route(*bad, backend="tpu") == "lax"
   assert _route(*bad, feature_group_count=2) == "lax"
   assert ops.route((64, 512, 2, 2), (1024, 512, 3, 3), (1, 1), same,
@@ -168,3 +188,53 @@ def test_routed_layers_keep_flax_auto_names():
 
   params = Net().init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))["params"]
   assert sorted(params) == ["ConvTranspose_0", "Conv_0"]
+
+
+def test_canonical_second_derivative_equals_lax():
+  # WGAN-GP differentiates a gradient norm: reverse over reverse through the conv.
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
+  w = jax.random.normal(jax.random.key(1), (4, 4, 3, 5))
+  pads = ((1, 1), (1, 1))
+  ref = lambda x, w: lax.conv_general_dilated(x, w, (2, 2), pads, dimension_numbers=DN)
+  new = lambda x, w: ops.conv_canonical(x, w, ((2, 2), pads, (1, 1), (1, 1), None))
+
+  def penalty(conv, w):
+    g = jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, w))))(x)
+    return jnp.sum(g ** 2)
+
+  want = jax.jit(jax.grad(functools.partial(penalty, ref)))(w)
+  got = jax.jit(jax.grad(functools.partial(penalty, new)))(w)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
+
+
+def _conv_eqns(jaxpr):
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "conv_general_dilated":
+      yield eqn
+    for value in eqn.params.values():  # sub-jaxprs: scan bodies, custom_vjp, pjit
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          yield from _conv_eqns(inner)
+
+
+def test_gradient_convs_inside_scan_are_channels_last():
+  # XLA:CPU puts convs into Eigen's layout only outside loops; the routed conv emits its
+  # gradient convs in that layout itself, so a scanned training step keeps Eigen's kernels.
+  w = jnp.zeros((3, 3, 4, 8))
+
+  def loss(w, x):
+    y = ops.conv_general_dilated(x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DN)
+    return jnp.sum(y ** 2)
+
+  def steps(w, xs):
+    return jax.lax.scan(lambda w, x: (w - jax.grad(loss)(w, x), None), w, xs)[0]
+
+  jaxpr = jax.make_jaxpr(steps)(w, jnp.zeros((2, 5, 16, 16, 4)))
+  specs = {(e.params["dimension_numbers"].lhs_spec, e.params["dimension_numbers"].rhs_spec,
+            e.params["dimension_numbers"].out_spec) for e in _conv_eqns(jaxpr.jaxpr)}
+  assert specs == {((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))}  # NHWC, HWIO, NHWC
+  with ops.force("lax"):  # JAX's own gradient convs use other orders
+    # A new function: make_jaxpr would reuse its trace of `steps` from above.
+    jaxpr = jax.make_jaxpr(lambda w, xs: steps(w, xs))(w, jnp.zeros((2, 5, 16, 16, 4)))
+  assert len({e.params["dimension_numbers"] for e in _conv_eqns(jaxpr.jaxpr)}) > 1
