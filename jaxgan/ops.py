@@ -26,10 +26,12 @@ FORMULATIONS = ("lax", "canonical", "patches", "phases", "subpixel")
 # convs with 1-16 outputs each cost more than one with 4-64.
 SUBPIXEL_MAX_OUTPUTS = 64
 
-# Convs with at most this many output pixels per image run as patches: XLA:CPU's Eigen
-# convs reach ~1/3 of the patches' speed there, forward + backward (4x4 and 2x2 maps in
-# Darknet's last groups and the DCGAN critic's last pyramid layer; 8x8 is a draw).
+# Convs with at most this many output pixels per image, and at least this long a
+# contraction (taps x input channels), run as patches: forward + backward, XLA:CPU's
+# Eigen convs are 1.3-3x slower there (4x4 and 2x2 maps in Darknet's last groups, the
+# DCGAN critic's last pyramid layer); 8x8 maps and narrow convs are a draw or worse.
 PATCHES_MAX_OUTPUT_PIXELS = 16
+PATCHES_MIN_CONTRACTION = 1024
 # ... unless the window is larger than this: the patches would cost more than they save.
 PATCHES_MAX_TAPS = 49
 
@@ -294,8 +296,8 @@ def route(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation=None,
   On CPU, for channels-last convs without groups, in this order:
   * a dilated input (a transposed conv, or a strided conv's input gradient) at stride 1:
     'phases' ('subpixel' if the output is narrow), as lax would multiply zeros;
-  * XLA would swap the operands (``_swapped_by_xla``), or the output map is tiny (at most
-    ``PATCHES_MAX_OUTPUT_PIXELS``): 'patches';
+  * XLA would swap the operands (``_swapped_by_xla``), or a wide conv has a tiny output
+    map (see ``PATCHES_MAX_OUTPUT_PIXELS``): 'patches';
   * a 1x1 window: 'patches', i.e. one matmul, which XLA:CPU runs ~2x faster;
   * otherwise 'canonical': lax's conv, its gradient convs channels-last (so XLA:CPU
     runs them with Eigen inside loops too) and each routed by these same rules.
@@ -321,11 +323,14 @@ def route(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation=None,
   pixels = np.prod([(_dilated(n, ld) + lo + hi - _dilated(k, rd)) // s + 1 for n, k, s,
                     (lo, hi), ld, rd in zip(lhs_shape[1:-1], window, strides, pads, ldil,
                                             rdil)])
-  small = (pixels <= PATCHES_MAX_OUTPUT_PIXELS
-           or _swapped_by_xla(lhs_shape[1:-1], window, strides, pads, ldil, rdil))
+  # A tiny map from a no smaller input (not mostly padding) with a contraction large
+  # enough to amortise building the patches.
+  small = (pixels <= PATCHES_MAX_OUTPUT_PIXELS and np.prod(lhs_shape[1:-1]) >= pixels
+           and np.prod(window) * lhs_shape[-1] >= PATCHES_MIN_CONTRACTION)
+  swapped = _swapped_by_xla(lhs_shape[1:-1], window, strides, pads, ldil, rdil)
   # Patches grow with the window: past a few dozen taps, compile time and memory would
   # cost more than they save.
-  if small and np.prod(window) <= PATCHES_MAX_TAPS:
+  if (small or swapped) and np.prod(window) <= PATCHES_MAX_TAPS:
     return "patches"
   if window == (1,) * nsp:
     return "patches"

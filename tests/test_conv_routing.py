@@ -95,7 +95,7 @@ def test_route_picks_patches_for_what_xla_cpu_runs_badly():
   # Darknet's last group: a 3x3 window over a 2x2 map (XLA swaps input and kernel into a
   # layout with no Eigen kernel, forward and backward).
   assert _route((64, 2, 2, 512), (3, 3, 512, 1024), (1, 1), same) == "patches"
-  # Tiny output maps (at most 16 pixels) in general: 4x4 and the stride-2 conv to 2x2.
+  # Wide convs to tiny maps (at most 16 pixels) in general: 4x4, and stride 2 to 2x2.
   assert _route((64, 4, 4, 256), (3, 3, 256, 512), (1, 1), same) == "patches"
   assert _route((64, 4, 4, 512), (3, 3, 512, 1024), (2, 2), same) == "patches"
   assert _route((64, 8, 8, 256), (4, 4, 256, 512), (2, 2), same) == "patches"
@@ -124,6 +124,9 @@ def test_route_keeps_lax_convs_elsewhere():
   assert _route((64, 32, 32, 3), (3, 3, 3, 32), (1, 1), same) == "canonical"
   assert _route((64, 16, 16, 64), (3, 3, 64, 128), (1, 1), same) == "canonical"
   assert _route((64, 8, 8, 128), (3, 3, 128, 256), (1, 1), same) == "canonical"
+  # Tiny output maps stay convs when the contraction is short or the input is padding.
+  assert _route((64, 8, 8, 48), (4, 4, 48, 96), (2, 2), same) == "canonical"
+  assert _route((64, 1, 1, 100), (4, 4, 100, 512), (1, 1), ((3, 3), (3, 3))) == "canonical"
   assert _route((64, 32, 32, 1), (4, 4, 1, 24), (2, 2), same) == "canonical"
   # A huge swapped window stays a conv: its patches would cost more than the swap.
   assert _route((1, 8, 8, 4), (9, 9, 4, 4), (1, 1), ((4, 4), (4, 4))) == "canonical"
