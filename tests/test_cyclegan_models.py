@@ -117,7 +117,8 @@ def small_disc(small_gen):
 
 
 def of_type(records, module_type):
-  return [r for r in records if type(r[0]) is module_type]
+  # isinstance: the models use jaxgan.models.layers' subclasses of Flax's conv layers.
+  return [r for r in records if isinstance(r[0], module_type)]
 
 
 # ---------------------------------------------------------------- shapes and counts

@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+
+from jaxgan.models import layers
 import jax.numpy as jnp
 
 Dtype = Any
@@ -91,7 +93,7 @@ class ResnetBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     features = x.shape[-1]
-    conv = lambda: nn.Conv(
+    conv = lambda: layers.Conv(
         features,
         (3, 3),
         padding="VALID",
@@ -164,14 +166,14 @@ class ResnetGenerator(nn.Module):
     )
     norm_relu = lambda y: nn.relu(_instance_norm(self.dtype)(y))
 
-    y = nn.Conv(self.ngf, (7, 7), padding="VALID", **conv_kw)(reflect_pad(x, 3))
+    y = layers.Conv(self.ngf, (7, 7), padding="VALID", **conv_kw)(reflect_pad(x, 3))
     y = norm_relu(y)
 
     # Downsampling uses zero padding in the reference, unlike the reflection elsewhere.
     features = self.ngf
     for _ in range(2):
       features *= 2
-      y = nn.Conv(features, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), **conv_kw)(y)
+      y = layers.Conv(features, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), **conv_kw)(y)
       y = norm_relu(y)
 
     for _ in range(self.n_blocks):
@@ -183,7 +185,7 @@ class ResnetGenerator(nn.Module):
     up_padding = torch_conv_transpose_padding(3, 1, 1)
     for _ in range(2):
       features //= 2
-      y = nn.ConvTranspose(
+      y = layers.ConvTranspose(
           features,
           (3, 3),
           strides=(2, 2),
@@ -193,7 +195,7 @@ class ResnetGenerator(nn.Module):
       )(y)
       y = norm_relu(y)
 
-    y = nn.Conv(self.nc, (7, 7), padding="VALID", **conv_kw)(reflect_pad(y, 3))
+    y = layers.Conv(self.nc, (7, 7), padding="VALID", **conv_kw)(reflect_pad(y, 3))
     return jnp.tanh(y).astype(jnp.float32)
 
 
@@ -228,7 +230,7 @@ class PatchDiscriminator(nn.Module):
       float32 raw scores (no sigmoid; LSGAN uses MSE), shape (N, H', W', 1).
     """
     del train
-    conv = lambda features, stride: nn.Conv(
+    conv = lambda features, stride: layers.Conv(
         features,
         (4, 4),
         strides=(stride, stride),

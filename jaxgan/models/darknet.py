@@ -11,6 +11,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxgan.models import layers
+
 # PyTorch's default Conv2d/Linear initialisation (kaiming_uniform with a=sqrt(5)):
 # U(-1/sqrt(fan_in), 1/sqrt(fan_in)). The lesson never re-initialises, so neither do we.
 torch_default_kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
@@ -34,7 +36,7 @@ class ConvLayer(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     pad = self.kernel_size // 2
-    x = nn.Conv(self.features, (self.kernel_size,) * 2, (self.stride,) * 2,
+    x = layers.Conv(self.features, (self.kernel_size,) * 2, (self.stride,) * 2,
                 padding=((pad, pad), (pad, pad)), use_bias=False,
                 kernel_init=torch_default_kernel_init,
                 dtype=self.dtype, param_dtype=self.param_dtype)(x)
@@ -120,7 +122,7 @@ class WideBasicBlock(nn.Module):
   def __call__(self, x, train: bool):
     bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                            epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype)
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=torch_default_kernel_init,
+    conv = functools.partial(layers.Conv, use_bias=False, kernel_init=torch_default_kernel_init,
                              dtype=self.dtype, param_dtype=self.param_dtype)
     activated = nn.relu(bn()(x))
     shortcut = x
@@ -152,7 +154,7 @@ class WideResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = x.astype(self.dtype)
-    x = nn.Conv(self.start_nf, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+    x = layers.Conv(self.start_nf, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
                 kernel_init=torch_default_kernel_init,
                 dtype=self.dtype, param_dtype=self.param_dtype)(x)
     for i in range(self.num_groups):

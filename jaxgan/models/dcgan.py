@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from jaxgan.models import layers
+
 Dtype = Any
 
 _UPSAMPLE_MODES = (None, "nearest", "bilinear")
@@ -87,13 +89,13 @@ class _UpConv(nn.Module):
     if self.upsample is not None and self.stride == 2:
       n, h, w, c = x.shape
       x = jax.image.resize(x, (n, 2 * h, 2 * w, c), method=self.upsample)
-      return nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+      return layers.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
                      kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype,
                      name="conv")(x)
     # With transpose_kernel=True, Flax padding (k-1-p, k-1-p) reproduces PyTorch's
     # ConvTranspose2d(k, s, p) exactly, values and shape (REFERENCE section 4).
     k, q = self.kernel_size, self.kernel_size - 1 - self.padding
-    return nn.ConvTranspose(self.features, (k, k), strides=(self.stride, self.stride),
+    return layers.ConvTranspose(self.features, (k, k), strides=(self.stride, self.stride),
                             padding=((q, q), (q, q)), use_bias=False, transpose_kernel=True,
                             kernel_init=conv_init, dtype=self.dtype,
                             param_dtype=self.param_dtype, name="conv")(x)
@@ -222,7 +224,7 @@ class ConvBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     k, p = self.kernel_size, self.kernel_size // 2 // self.stride
-    x = nn.Conv(self.features, (k, k), strides=(self.stride, self.stride),
+    x = layers.Conv(self.features, (k, k), strides=(self.stride, self.stride),
                 padding=((p, p), (p, p)), use_bias=False, kernel_init=conv_init,
                 dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
     x = nn.leaky_relu(x, 0.2)
@@ -289,7 +291,7 @@ class DCGANCritic(nn.Module):
       x = ConvBlock(cndf, 4, 2, norm=self.norm, name=f"pyramid_{i}", **kw)(x, train)
       csize //= 2
       i += 1
-    x = nn.Conv(1, (4, 4), padding="VALID", use_bias=False, kernel_init=conv_init,
+    x = layers.Conv(1, (4, 4), padding="VALID", use_bias=False, kernel_init=conv_init,
                 name="final", **kw)(x)
     # The lesson's forward averages the final map over the batch too (.mean(0)); we
     # keep one score per example so losses and the gradient penalty can be per

@@ -1,0 +1,398 @@
+"""A convolution that steps around XLA:CPU's slow cases (issue 10).
+
+``conv_general_dilated`` is a drop-in for ``lax.conv_general_dilated``. On the CPU
+backend it reformulates the convolutions XLA:CPU runs badly (``route`` says which, and
+why) with the same numbers and gradients; everywhere else it is ``lax.conv_general_dilated``
+itself. The decision is made at trace time from static shapes. docs/cpu_convolutions.md
+has the measurements behind it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+FORMULATIONS = ("lax", "canonical", "patches", "phases", "subpixel")
+
+# A transposed conv with at most this many output channels x phases runs as one conv
+# (conv_subpixel) rather than one per phase (conv_phases): measured on XLA:CPU, four
+# convs with 1-16 outputs each cost more than one with 4-64.
+SUBPIXEL_MAX_OUTPUTS = 64
+
+# Convs with at most this many output pixels per image, and at least this long a
+# contraction (taps x input channels), run as patches: forward + backward, XLA:CPU's
+# Eigen convs are 1.3-3x slower there (4x4 and 2x2 maps in Darknet's last groups, the
+# DCGAN critic's last pyramid layer); 8x8 maps and narrow convs are a draw or worse.
+PATCHES_MAX_OUTPUT_PIXELS = 16
+PATCHES_MIN_CONTRACTION = 1024
+# ... unless the window is larger than this: the patches would cost more than they save.
+PATCHES_MAX_TAPS = 49
+
+# None: decide per convolution. 'lax' / 'patches': every routed conv so (benchmarks and
+# tests). Read at trace time: a function traced earlier keeps its formulation.
+_forced: str | None = None
+
+
+@contextlib.contextmanager
+def force(formulation: str | None) -> Iterator[None]:
+  """Within the block, traces every routed conv as ``formulation`` ('lax' or 'patches')."""
+  global _forced
+  if formulation not in (None, "lax", "patches"):
+    raise ValueError(f"formulation must be None, 'lax' or 'patches', got {formulation!r}")
+  previous, _forced = _forced, formulation
+  try:
+    yield
+  finally:
+    _forced = previous
+
+
+def _tuple(v, n: int) -> tuple[int, ...]:
+  return (1,) * n if v is None else tuple(int(d) for d in v)
+
+
+def _channels_last(dn: lax.ConvDimensionNumbers, ndim: int) -> bool:
+  # Flax's layout: lhs/out (N, *spatial, C), rhs (*window, I, O).
+  nhwc = (0, ndim - 1) + tuple(range(1, ndim - 1))
+  hwio = (ndim - 1, ndim - 2) + tuple(range(ndim - 2))
+  return dn.lhs_spec == nhwc and dn.out_spec == nhwc and dn.rhs_spec == hwio
+
+
+def _channels_last_spec(nsp: int):
+  return {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC"),
+          3: ("NHWDC", "HWDIO", "NHWDC")}[nsp]
+
+
+def _explicit_padding(padding, in_spatial, window, strides, rhs_dilation):
+  if isinstance(padding, str):
+    # lax pads a string relative to the undilated input, as here.
+    dilated = [(k - 1) * d + 1 for k, d in zip(window, rhs_dilation)]
+    return tuple(tuple(p) for p in lax.padtype_to_pads(in_spatial, dilated, strides, padding))
+  return tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
+def conv_patches(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                 precision=None, preferred_element_type=None):
+  """Channels-last convolution as patches times one matmul (im2col).
+
+  Same arguments and result as ``lax.conv_general_dilated`` with lhs (N, *spatial, C),
+  rhs (*window, C, F) and no feature/batch groups. Built from pad, strided slices,
+  concatenate and dot_general, so autodiff gives its gradient with no convolution in it.
+  """
+  nsp = lhs.ndim - 2
+  strides = _tuple(window_strides, nsp)
+  ldil, rdil = _tuple(lhs_dilation, nsp), _tuple(rhs_dilation, nsp)
+  window = rhs.shape[:nsp]
+  pads = _explicit_padding(padding, lhs.shape[1:-1], window, strides, rdil)
+  # One pad does both jobs: interior padding dilates the input (transposed convs), edge
+  # padding (negative crops) is the conv's own.
+  x = lax.pad(lhs, np.zeros((), lhs.dtype),
+              [(0, 0, 0)] + [(lo, hi, d - 1) for (lo, hi), d in zip(pads, ldil)] + [(0, 0, 0)])
+  out = [(x.shape[1 + i] - (window[i] - 1) * rdil[i] - 1) // strides[i] + 1
+         for i in range(nsp)]
+  if min(out) <= 0:
+    raise ValueError(f"convolution output would be empty: spatial {tuple(out)}")
+  n, c = x.shape[0], x.shape[-1]
+  cols = []
+  for offsets in itertools.product(*(range(k) for k in window)):
+    start = [o * d for o, d in zip(offsets, rdil)]
+    limit = [s + (m - 1) * st + 1 for s, m, st in zip(start, out, strides)]
+    cols.append(lax.slice(x, (0, *start, 0), (n, *limit, c), (1, *strides, 1)))
+  # Taps row-major then channels: the order of rhs.reshape(-1, F).
+  patches = cols[0] if len(cols) == 1 else lax.concatenate(cols, nsp + 1)
+  kernel = rhs.reshape(-1, rhs.shape[-1])
+  return lax.dot_general(patches, kernel, (((nsp + 1,), (0,)), ((), ())),
+                         precision=precision, preferred_element_type=preferred_element_type)
+
+
+def _dilated(size: int, dilation: int) -> int:
+  return (size - 1) * dilation + 1
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_canonical(lhs, rhs, geometry):
+  """``lax.conv_general_dilated`` whose gradient convs are in Eigen's layout (channels-last).
+
+  ``geometry`` = (window_strides, explicit padding, lhs_dilation, rhs_dilation, precision).
+  JAX's own gradient convs use other dimension orders (kernel I/O swapped; batch and
+  feature swapped for the kernel gradient). XLA:CPU transposes such convs into Eigen's
+  layout only in the entry computation (its ConvCanonicalization pass walks nothing
+  else), so inside a ``lax.scan`` or ``while_loop`` body they ran as naive loops, ~20x
+  slower. Here the transposes are explicit, so every conv is NHWC/HWIO wherever it sits.
+  The gradient convs are routed again (second derivatives, as WGAN-GP takes, included).
+  No forward-mode autodiff (``jax.jvp``), as for any ``custom_vjp``.
+  """
+  strides, pads, ldil, rdil, precision = geometry
+  return lax.conv_general_dilated(lhs, rhs, strides, pads, lhs_dilation=ldil,
+                                  rhs_dilation=rdil,
+                                  dimension_numbers=_channels_last_spec(lhs.ndim - 2),
+                                  precision=precision)
+
+
+def _conv_canonical_fwd(lhs, rhs, geometry):
+  return conv_canonical(lhs, rhs, geometry), (lhs, rhs)
+
+
+def _conv_canonical_bwd(geometry, residuals, ct):
+  lhs, rhs = residuals
+  strides, pads, ldil, rdil, precision = geometry
+  nsp = lhs.ndim - 2
+  route_again = functools.partial(conv_general_dilated,
+                                  dimension_numbers=_channels_last_spec(nsp),
+                                  precision=precision)
+  n = [_dilated(m, d) for m, d in zip(lhs.shape[1:-1], ldil)]
+  k = [_dilated(m, d) for m, d in zip(rhs.shape[:nsp], rdil)]
+  o = [_dilated(m, d) for m, d in zip(ct.shape[1:-1], strides)]
+  # Input gradient: the cotangent, dilated by the strides, convolved with the flipped
+  # kernel (in/out channels swapped); its padding makes the output the input's size.
+  lo = [kk - p - 1 for kk, (p, _) in zip(k, pads)]
+  dx = route_again(ct, jnp.flip(rhs, tuple(range(nsp))).swapaxes(-1, -2), ldil,
+                   [(a, nn + kk - 1 - oo - a) for a, nn, kk, oo in zip(lo, n, k, o)],
+                   lhs_dilation=strides, rhs_dilation=rdil)
+  # Kernel gradient: input channels play the batch, the batch is summed as features,
+  # the cotangent is the window (dilated by the strides).
+  dw = route_again(jnp.swapaxes(lhs, 0, -1), jnp.moveaxis(ct, 0, -2), rdil,
+                   [(p, oo - nn + kk - p - 1) for (p, _), nn, kk, oo in zip(pads, n, k, o)],
+                   lhs_dilation=ldil, rhs_dilation=strides)
+  return dx, jnp.moveaxis(dw, 0, -2)
+
+
+conv_canonical.defvjp(_conv_canonical_fwd, _conv_canonical_bwd)
+
+
+def _phase_geometry(n: int, k: int, s: int, lo: int, hi: int):
+  """One spatial dim of a stride-1 conv over an input dilated by s, split by output phase.
+
+  Output pixel o = m*s + p (phase p, row m) sees taps first_p, first_p + s, ... (``taps``
+  of them), which land on undilated input pixels m + shift_p, m + shift_p + 1, ...
+
+  Returns:
+    (output size, rows per phase, [(first, taps, shift) for each phase p]).
+  """
+  out = (n - 1) * s + 1 + lo + hi - k + 1
+  phases = []
+  for p in range(s):
+    first = (lo - p) % s
+    phases.append((first, max(0, -(-(k - first) // s)), (p + first - lo) // s))
+  return out, -(-out // s), phases
+
+
+def _interleave(y, rows, strides, out):
+  """(N, *rows, *strides, F) phase blocks -> (N, *out, F): row m of phase p is pixel m*s+p."""
+  nsp = len(rows)
+  order = [0] + [a for i in range(nsp) for a in (1 + i, 1 + nsp + i)] + [2 * nsp + 1]
+  y = y.transpose(order).reshape(
+      (y.shape[0],) + tuple(m * s for m, s in zip(rows, strides)) + (y.shape[-1],))
+  return lax.slice(y, (0,) * y.ndim, (y.shape[0], *out, y.shape[-1]))
+
+
+def conv_phases(lhs, rhs, padding, lhs_dilation, precision=None,
+                preferred_element_type=None):
+  """Stride-1 convolution of an lhs-dilated input (a transposed conv), without the holes.
+
+  Output pixels at the same position modulo the dilation s (a phase) all see every s-th
+  kernel tap, over the undilated input. So each of the s^d phases is an ordinary conv of
+  ``lhs`` with a sub-kernel (routed again by ``conv_general_dilated``), and the phases
+  interleave into the result: no multiplications by the dilation's zeros, and gradients
+  are those of ordinary convs. Channels-last, rhs_dilation 1, no groups.
+  """
+  nsp = lhs.ndim - 2
+  ldil = _tuple(lhs_dilation, nsp)
+  pads = _explicit_padding(padding, lhs.shape[1:-1], rhs.shape[:nsp], (1,) * nsp,
+                           (1,) * nsp)
+  geo = [_phase_geometry(n, k, s, lo, hi)
+         for n, k, s, (lo, hi) in zip(lhs.shape[1:-1], rhs.shape[:nsp], ldil, pads)]
+  rows = tuple(g[1] for g in geo)
+  n_batch, features = lhs.shape[0], rhs.shape[-1]
+  blocks = []
+  for combo in itertools.product(*(g[2] for g in geo)):
+    if min(taps for _, taps, _ in combo) == 0:
+      blocks.append(jnp.zeros((n_batch, *rows, features),
+                                    preferred_element_type or lhs.dtype))
+      continue
+    sub = lax.slice(rhs, [first for first, _, _ in combo] + [0, 0], rhs.shape,
+                    list(ldil) + [1, 1])
+    # Pad (or crop) so that every phase yields `rows` rows; surplus rows are cut below.
+    conv_pads = [(-shift, m + taps - 1 + shift - n)
+                 for (_, taps, shift), m, n in zip(combo, rows, lhs.shape[1:-1])]
+    blocks.append(conv_general_dilated(
+        lhs, sub, (1,) * nsp, conv_pads, dimension_numbers=_channels_last_spec(nsp),
+        precision=precision, preferred_element_type=preferred_element_type))
+  y = jnp.stack(blocks, axis=-2)  # (N, *rows, phases, F), phases row-major
+  y = y.reshape((n_batch,) + rows + ldil + (features,))
+  return _interleave(y, rows, ldil, [g[0] for g in geo])
+
+
+def conv_subpixel(lhs, rhs, padding, lhs_dilation, precision=None,
+                  preferred_element_type=None):
+  """As ``conv_phases``, with all phases in one convolution (sub-pixel convolution).
+
+  The phases' sub-kernels sit side by side on the output-channel axis, each placed in a
+  window wide enough for all of them (zero taps elsewhere): one conv with s^d * F outputs
+  and some multiplications by zero, which pays when F is small (XLA:CPU's conv costs
+  nearly as much for 3 output channels as for 48).
+  """
+  nsp = lhs.ndim - 2
+  ldil = _tuple(lhs_dilation, nsp)
+  pads = _explicit_padding(padding, lhs.shape[1:-1], rhs.shape[:nsp], (1,) * nsp,
+                           (1,) * nsp)
+  index, conv_pads, geo = [], [], []
+  for n, k, s, (lo, hi) in zip(lhs.shape[1:-1], rhs.shape[:nsp], ldil, pads):
+    out, rows, phases = _phase_geometry(n, k, s, lo, hi)
+    used = [(shift, taps) for _, taps, shift in phases if taps]
+    start = min(shift for shift, _ in used)
+    width = max(shift + taps for shift, taps in used) - start
+    idx = np.full((s, width), k)  # idx[p, a]: phase p's tap at window position a; k: zero
+    for p, (first, taps, shift) in enumerate(phases):
+      idx[p, shift - start:shift - start + taps] = first + s * np.arange(taps)
+    index.append(idx)
+    conv_pads.append((-start, rows + width - 1 + start - n))
+    geo.append((out, rows))
+  w = jnp.pad(rhs, [(0, 1)] * nsp + [(0, 0), (0, 0)])  # tap k: zeros
+  w = w[tuple(idx.reshape((1, 1) * i + idx.shape + (1, 1) * (nsp - 1 - i))
+              for i, idx in enumerate(index))]  # (p1, a1, p2, a2, .., C, F)
+  order = ([2 * i + 1 for i in range(nsp)] + [2 * nsp] + [2 * i for i in range(nsp)]
+           + [2 * nsp + 1])
+  c, f = rhs.shape[-2:]
+  w = w.transpose(order).reshape(tuple(len(i[0]) for i in index) + (c, -1))
+  y = conv_general_dilated(lhs, w, (1,) * nsp, conv_pads,
+                           dimension_numbers=_channels_last_spec(nsp), precision=precision,
+                           preferred_element_type=preferred_element_type)
+  rows = tuple(g[1] for g in geo)
+  y = y.reshape((lhs.shape[0],) + rows + ldil + (f,))
+  return _interleave(y, rows, ldil, [g[0] for g in geo])
+
+
+def _swapped_by_xla(lhs_spatial, window, strides, padding, lhs_dilation, rhs_dilation):
+  """Whether XLA's operand-swap rewrite turns this conv around (input <-> kernel).
+
+  XLA swaps when the window holds more taps than the input has pixels (a 3x3 window on a
+  2x2 map); the swapped conv has a layout XLA:CPU has no Eigen kernel for, and its naive
+  loop runs at 0.1-3 GFLOP/s. Dims where the window exactly covers the unpadded input (a
+  dense contraction) do not count; a 1-pixel input padded to one full window counts as
+  the window (this mirrors XLA's conv_operand_swapper).
+  """
+  taps = pixels = 1
+  for n, k, s, (lo, hi), ld, rd in zip(lhs_spatial, window, strides, padding, lhs_dilation,
+                                       rhs_dilation):
+    if k == n and lo == hi == 0 and s == ld == rd == 1:
+      continue
+    taps *= k
+    pixels *= k if (n == 1 and s == 1 and rd == 1 and lo == hi == k - 1) else n
+  return taps > pixels
+
+
+def route(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation=None,
+          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+          batch_group_count=1, backend=None) -> str:
+  """The formulation ``conv_general_dilated`` picks: one of ``FORMULATIONS``.
+
+  On CPU, for channels-last convs without groups, in this order:
+  * a dilated input (a transposed conv, or a strided conv's input gradient) at stride 1:
+    'phases' ('subpixel' if the output is narrow), as lax would multiply zeros;
+  * XLA would swap the operands (``_swapped_by_xla``), or a wide conv has a tiny output
+    map (see ``PATCHES_MAX_OUTPUT_PIXELS``): 'patches';
+  * a 1x1 window: 'patches', i.e. one matmul, which XLA:CPU runs ~2x faster;
+  * otherwise 'canonical': lax's conv, its gradient convs channels-last (so XLA:CPU
+    runs them with Eigen inside loops too) and each routed by these same rules.
+  On every other backend, and for other layouts or grouped convs: 'lax'.
+  """
+  if _forced is not None:
+    return _forced
+  backend = backend or jax.default_backend()
+  nsp = len(lhs_shape) - 2
+  dn = lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers)
+  if (backend != "cpu" or feature_group_count != 1 or batch_group_count != 1
+      or not _channels_last(dn, len(lhs_shape))):
+    return "lax"
+  strides = _tuple(window_strides, nsp)
+  ldil, rdil = _tuple(lhs_dilation, nsp), _tuple(rhs_dilation, nsp)
+  if isinstance(padding, str) and any(d != 1 for d in ldil):
+    return "lax"  # lax rejects this combination; let it say so
+  window = tuple(rhs_shape[:nsp])
+  if any(d != 1 for d in ldil) and strides == rdil == (1,) * nsp:
+    narrow = rhs_shape[-1] * int(np.prod(ldil)) <= SUBPIXEL_MAX_OUTPUTS
+    return "subpixel" if narrow else "phases"
+  pads = _explicit_padding(padding, lhs_shape[1:-1], window, strides, rdil)
+  pixels = np.prod([(_dilated(n, ld) + lo + hi - _dilated(k, rd)) // s + 1 for n, k, s,
+                    (lo, hi), ld, rd in zip(lhs_shape[1:-1], window, strides, pads, ldil,
+                                            rdil)])
+  # A tiny map from a no smaller input (not mostly padding) with a contraction large
+  # enough to amortise building the patches.
+  small = (pixels <= PATCHES_MAX_OUTPUT_PIXELS and np.prod(lhs_shape[1:-1]) >= pixels
+           and np.prod(window) * lhs_shape[-1] >= PATCHES_MIN_CONTRACTION)
+  swapped = _swapped_by_xla(lhs_shape[1:-1], window, strides, pads, ldil, rdil)
+  # Patches grow with the window: past a few dozen taps, compile time and memory would
+  # cost more than they save.
+  if (small or swapped) and np.prod(window) <= PATCHES_MAX_TAPS:
+    return "patches"
+  if window == (1,) * nsp:
+    return "patches"
+  return "canonical"
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                         batch_group_count=1, precision=None, preferred_element_type=None):
+  """``lax.conv_general_dilated``, reformulated where XLA:CPU would be slow (``route``)."""
+  how = route(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
+              dimension_numbers, feature_group_count, batch_group_count)
+  if how == "canonical" and preferred_element_type is None:
+    nsp = lhs.ndim - 2
+    strides, rdil = _tuple(window_strides, nsp), _tuple(rhs_dilation, nsp)
+    pads = _explicit_padding(padding, lhs.shape[1:-1], rhs.shape[:nsp], strides, rdil)
+    return conv_canonical(lhs, rhs, (strides, pads, _tuple(lhs_dilation, nsp), rdil,
+                                     precision))
+  if how in ("lax", "canonical"):
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count, batch_group_count=batch_group_count,
+        precision=precision, preferred_element_type=preferred_element_type)
+  if how == "patches":
+    return conv_patches(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                        precision, preferred_element_type)
+  split = conv_phases if how == "phases" else conv_subpixel
+  return split(lhs, rhs, padding, lhs_dilation, precision, preferred_element_type)
+
+
+def _transpose_padding(k: int, s: int, padding: str) -> tuple[int, int]:
+  # lax.conv_transpose's reading of 'SAME' / 'VALID' (the forward conv's padding).
+  if padding == "SAME":
+    total = k + s - 2
+    lo = k - 1 if s > k - 1 else -(-total // 2)
+  else:
+    total = k + s - 2 + max(k - s, 0)
+    lo = k - 1
+  return lo, total - lo
+
+
+def conv_transpose(lhs, rhs, strides, padding, rhs_dilation=None, transpose_kernel=False,
+                   precision=None, preferred_element_type=None):
+  """``lax.conv_transpose`` for channels-last arrays, through ``conv_general_dilated``.
+
+  The same lhs-dilated convolution lax builds (explicit pairs are the transposed conv's
+  own padding, 'SAME'/'VALID' the forward conv's), routed like any other.
+  """
+  nsp = lhs.ndim - 2
+  rdil = _tuple(rhs_dilation, nsp)
+  if isinstance(padding, str):
+    if padding not in ("SAME", "VALID"):
+      raise ValueError(f"padding must be 'SAME', 'VALID' or pairs, got {padding!r}")
+    pads = [_transpose_padding((k - 1) * d + 1, s, padding)
+            for k, s, d in zip(rhs.shape[:nsp], strides, rdil)]
+  else:
+    pads = [tuple(p) for p in padding]
+  if transpose_kernel:
+    # Flip the window and swap the in/out channel axes: the forward conv's kernel.
+    rhs = jnp.flip(rhs, tuple(range(nsp))).swapaxes(-1, -2)
+  dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _channels_last_spec(nsp))
+  return conv_general_dilated(lhs, rhs, (1,) * nsp, pads, lhs_dilation=tuple(strides),
+                              rhs_dilation=rdil, dimension_numbers=dn, precision=precision,
+                              preferred_element_type=preferred_element_type)

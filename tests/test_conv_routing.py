@@ -1,0 +1,243 @@
+"""jaxgan.ops: each formulation equals lax's convolution, values and gradients; the router
+picks one only for what XLA:CPU runs badly; the routed Flax layers keep Flax's parameters."""
+
+import functools
+import zlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxgan import ops
+from jaxgan.models import layers
+
+DN = ("NHWC", "HWIO", "NHWC")
+EPS = float(np.finfo(np.float32).eps)
+
+# (input NHWC, kernel HWIO, strides, padding, lhs_dilation): what the models and the
+# router's edge cases use. lhs_dilation is how Flax's ConvTranspose reaches lax.
+CASES = {
+    "3x3_same": ((2, 5, 6, 3), (3, 3, 3, 4), (1, 1), ((1, 1), (1, 1)), None),
+    "3x3_s2_asym": ((2, 5, 6, 3), (3, 3, 3, 4), (2, 1), ((1, 2), (0, 1)), None),
+    "3x3_on_2x2": ((3, 2, 2, 3), (3, 3, 3, 5), (1, 1), ((1, 1), (1, 1)), None),
+    "4x4_s2_c1": ((2, 8, 8, 1), (4, 4, 1, 4), (2, 2), ((1, 1), (1, 1)), None),
+    "4x4_valid_head": ((2, 4, 4, 3), (4, 4, 3, 1), (1, 1), "VALID", None),
+    "1x1": ((2, 3, 3, 6), (1, 1, 6, 5), (1, 1), "VALID", None),
+    "1x1_s2": ((2, 5, 5, 3), (1, 1, 3, 2), (2, 2), ((0, 0), (0, 0)), None),
+    "7x7_valid": ((1, 9, 8, 3), (7, 7, 3, 2), (1, 1), "VALID", None),
+    "3x3_same_str": ((2, 7, 7, 3), (3, 3, 3, 2), (2, 2), "SAME", None),
+    "negative_pad": ((2, 7, 7, 3), (3, 3, 3, 2), (1, 1), ((-1, 2), (0, -1)), None),
+    "convT_k4s2p1": ((2, 4, 4, 3), (4, 4, 3, 2), (1, 1), ((2, 2), (2, 2)), (2, 2)),
+    "convT_k3s2_outpad": ((2, 4, 4, 3), (3, 3, 3, 2), (1, 1), ((1, 2), (1, 2)), (2, 2)),
+    "convT_s3_asym": ((2, 3, 3, 3), (4, 4, 3, 2), (1, 1), ((1, 0), (3, 2)), (3, 3)),
+    "convT_1x1_s2": ((2, 3, 3, 3), (1, 1, 3, 2), (1, 1), ((0, 0), (0, 0)), (2, 2)),
+    "convT_1x1_to_4x4": ((2, 1, 1, 6), (4, 4, 6, 3), (1, 1), ((3, 3), (3, 3)), None),
+}
+
+
+def _canonical(x, w, strides, padding, ldil):
+  pads = ops._explicit_padding(padding, x.shape[1:-1], w.shape[:2], strides, (1, 1))
+  return ops.conv_canonical(x, w, (strides, pads, ldil or (1, 1), (1, 1), None))
+
+
+FORMULATIONS = {
+    "canonical": _canonical,
+    "patches": lambda x, w, strides, padding, ldil: ops.conv_patches(x, w, strides, padding,
+                                                                     ldil),
+    "phases": lambda x, w, strides, padding, ldil: ops.conv_phases(x, w, padding, ldil),
+    "subpixel": lambda x, w, strides, padding, ldil: ops.conv_subpixel(x, w, padding, ldil),
+}
+# Phases need a dilated input (a transposed conv) at stride 1.
+PAIRS = [(name, f) for name in sorted(CASES) for f in FORMULATIONS
+         if f in ("canonical", "patches") or CASES[name][4] is not None]
+
+
+def _value_and_grads(conv, x, w, ct):
+  y, vjp = jax.vjp(conv, x, w)
+  return (y, *vjp(ct))
+
+
+@pytest.mark.parametrize("name,formulation", PAIRS)
+def test_formulation_equals_lax_values_and_gradients(name, formulation):
+  xs, ws, strides, padding, ldil = CASES[name]
+  kx, kw, kc = jax.random.split(jax.random.key(zlib.crc32(name.encode())), 3)
+  x, w = jax.random.normal(kx, xs), jax.random.normal(kw, ws)
+  ref = lambda x, w: lax.conv_general_dilated(x, w, strides, padding, lhs_dilation=ldil,
+                                              dimension_numbers=DN)
+  new = lambda x, w: FORMULATIONS[formulation](x, w, strides, padding, ldil)
+  y_shape = jax.eval_shape(ref, x, w).shape
+  ct = jax.random.normal(kc, y_shape)
+  # jit: op by op, each distinct slice and pad would compile on its own.
+  reference = jax.jit(functools.partial(_value_and_grads, ref))
+  want = reference(x, w, ct)
+  got = jax.jit(functools.partial(_value_and_grads, new))(x, w, ct)
+  # Every result is a sum of products, rounded by both sides: |error| <= 2 n eps sum|terms|,
+  # n its length (output: taps*C_in; input grad: taps*C_out; kernel grad: N*pixels), the
+  # sums of |terms| being the same maps applied to |x|, |w|, |ct|.
+  abs_terms = reference(jnp.abs(x), jnp.abs(w), jnp.abs(ct))
+  taps = ws[0] * ws[1]
+  lengths = (taps * ws[2], taps * ws[3], y_shape[0] * y_shape[1] * y_shape[2])
+  for g, want_, terms, n in zip(got, want, abs_terms, lengths):
+    assert g.shape == want_.shape and g.dtype == want_.dtype
+    tol = 2 * n * EPS * terms + np.finfo(np.float32).tiny
+    assert bool(jnp.all(jnp.abs(g - want_) <= tol)), float(jnp.max(jnp.abs(g - want_) / tol))
+
+
+def _route(xs, ws, strides, padding, ldil=None, backend="cpu", **kw):
+  return ops.route(xs, ws, strides, padding, ldil, None, DN, backend=backend, **kw)
+
+
+def test_route_picks_patches_for_what_xla_cpu_runs_badly():
+  same = ((1, 1), (1, 1))
+  # Darknet's last group: a 3x3 window over a 2x2 map (XLA swaps input and kernel into a
+  # layout with no Eigen kernel, forward and backward).
+  assert _route((64, 2, 2, 512), (3, 3, 512, 1024), (1, 1), same) == "patches"
+  # Wide convs to tiny maps (at most 16 pixels) in general: 4x4, and stride 2 to 2x2.
+  assert _route((64, 4, 4, 256), (3, 3, 256, 512), (1, 1), same) == "patches"
+  assert _route((64, 4, 4, 512), (3, 3, 512, 1024), (2, 2), same) == "patches"
+  assert _route((64, 8, 8, 256), (4, 4, 256, 512), (2, 2), same) == "patches"
+  # The critic's head: its 4x4 window covers the 4x4 input, so patches are one reshape.
+  assert _route((64, 4, 4, 256), (4, 4, 256, 1), (1, 1), "VALID") == "patches"
+  # A single-tap window is a plain matmul, which XLA:CPU runs faster than its 1x1 conv.
+  assert _route((64, 8, 8, 256), (1, 1, 256, 128), (1, 1), "VALID") == "patches"
+
+
+def test_route_splits_dilated_inputs_into_phases():
+  # Transposed convs: one conv per phase, or all phases in one conv when the output is
+  # narrow; lax would multiply the dilation's zeros, and swap its kernel gradient.
+  up = ((1, 1), ((2, 2), (2, 2)), (2, 2))
+  assert _route((64, 8, 8, 256), (4, 4, 256, 128), *up) == "phases"
+  assert _route((64, 16, 16, 24), (4, 4, 24, 1), *up) == "subpixel"
+  assert _route((1, 32, 32, 256), (3, 3, 256, 128), (1, 1), ((1, 2), (1, 2)), (2, 2)) == (
+      "phases")
+  # So is the input gradient of a stride-2 conv: the cotangent dilated by 2.
+  assert _route((64, 8, 8, 256), (3, 3, 256, 128), (1, 1), ((1, 2), (1, 2)), (2, 2)) == (
+      "phases")
+
+
+def test_route_keeps_lax_convs_elsewhere():
+  # On CPU, lax's own conv with channels-last gradient convs (see the scan test below).
+  same = ((1, 1), (1, 1))
+  assert _route((64, 32, 32, 3), (3, 3, 3, 32), (1, 1), same) == "canonical"
+  assert _route((64, 16, 16, 64), (3, 3, 64, 128), (1, 1), same) == "canonical"
+  assert _route((64, 8, 8, 128), (3, 3, 128, 256), (1, 1), same) == "canonical"
+  # Tiny output maps stay convs when the contraction is short or the input is padding.
+  assert _route((64, 8, 8, 48), (4, 4, 48, 96), (2, 2), same) == "canonical"
+  assert _route((64, 1, 1, 100), (4, 4, 100, 512), (1, 1), ((3, 3), (3, 3))) == "canonical"
+  assert _route((64, 32, 32, 1), (4, 4, 1, 24), (2, 2), same) == "canonical"
+  # A huge swapped window stays a conv: its patches would cost more than the swap.
+  assert _route((1, 8, 8, 4), (9, 9, 4, 4), (1, 1), ((4, 4), (4, 4))) == "canonical"
+  bad = ((64, 2, 2, 512), (3, 3, 512, 1024), (1, 1), same)
+  assert _route(*bad, backend="gpu") == "lax"
+  assert _route((64, 16, 16, 64), (3, 3, 64, 128), (1, 1), same, backend="gpu") == "lax"
+  assert _route(*bad, backend="tpu") == "lax"
+  assert _route(*bad, feature_group_count=2) == "lax"
+  assert ops.route((64, 512, 2, 2), (1024, 512, 3, 3), (1, 1), same,
+                   dimension_numbers=("NCHW", "OIHW", "NCHW"), backend="cpu") == "lax"
+
+
+def test_force_overrides_the_rule_and_restores_it():
+  args = ((64, 2, 2, 512), (3, 3, 512, 1024), (1, 1), ((1, 1), (1, 1)))
+  with ops.force("lax"):
+    assert _route(*args) == "lax"
+  assert _route(*args) == "patches"
+  with pytest.raises(ValueError):
+    with ops.force("fft"):
+      pass
+
+
+@pytest.mark.parametrize("formulation", ["lax", "patches"])
+def test_routed_conv_module_matches_flax_conv(formulation):
+  x = jax.random.normal(jax.random.key(0), (2, 2, 2, 3))
+  kw = dict(features=4, kernel_size=(3, 3), padding=((1, 1), (1, 1)))
+  variables = nn.Conv(**kw).init(jax.random.key(1), x)
+  with ops.force(formulation):
+    routed = layers.Conv(**kw)
+    assert jax.tree.map(jnp.shape, routed.init(jax.random.key(1), x)) == jax.tree.map(
+        jnp.shape, variables)
+    np.testing.assert_allclose(routed.apply(variables, x), nn.Conv(**kw).apply(variables, x),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("formulation", ["lax", "patches"])
+@pytest.mark.parametrize("kw", [
+    dict(kernel_size=(4, 4), strides=(2, 2), padding=((2, 2), (2, 2)), transpose_kernel=True,
+         use_bias=False),
+    dict(kernel_size=(3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), transpose_kernel=True),
+    dict(kernel_size=(4, 4), strides=(1, 1), padding="VALID", transpose_kernel=True),
+    dict(kernel_size=(3, 3), strides=(2, 2), padding="SAME"),
+    dict(kernel_size=(4, 4), strides=(2, 2), padding="VALID", kernel_dilation=(1, 1)),
+], ids=["dcgan", "cyclegan", "first_valid", "same", "valid"])
+def test_routed_conv_transpose_matches_flax(formulation, kw):
+  x = jax.random.normal(jax.random.key(0), (2, 3, 3, 3))
+  ref = nn.ConvTranspose(features=2, **kw)
+  variables = ref.init(jax.random.key(1), x)
+  with ops.force(formulation):
+    routed = layers.ConvTranspose(features=2, **kw)
+    assert jax.tree.map(jnp.shape, routed.init(jax.random.key(1), x)) == jax.tree.map(
+        jnp.shape, variables)
+    np.testing.assert_allclose(routed.apply(variables, x), ref.apply(variables, x),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_routed_layers_keep_flax_auto_names():
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return layers.ConvTranspose(2, (3, 3), (2, 2))(layers.Conv(2, (3, 3))(x))
+
+  params = Net().init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))["params"]
+  assert sorted(params) == ["ConvTranspose_0", "Conv_0"]
+
+
+def test_canonical_second_derivative_equals_lax():
+  # WGAN-GP differentiates a gradient norm: reverse over reverse through the conv.
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
+  w = jax.random.normal(jax.random.key(1), (4, 4, 3, 5))
+  pads = ((1, 1), (1, 1))
+  ref = lambda x, w: lax.conv_general_dilated(x, w, (2, 2), pads, dimension_numbers=DN)
+  new = lambda x, w: ops.conv_canonical(x, w, ((2, 2), pads, (1, 1), (1, 1), None))
+
+  def penalty(conv, w):
+    g = jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, w))))(x)
+    return jnp.sum(g ** 2)
+
+  want = jax.jit(jax.grad(functools.partial(penalty, ref)))(w)
+  got = jax.jit(jax.grad(functools.partial(penalty, new)))(w)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
+
+
+def _conv_eqns(jaxpr):
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "conv_general_dilated":
+      yield eqn
+    for value in eqn.params.values():  # sub-jaxprs: scan bodies, custom_vjp, pjit
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          yield from _conv_eqns(inner)
+
+
+def test_gradient_convs_inside_scan_are_channels_last():
+  # XLA:CPU puts convs into Eigen's layout only outside loops; the routed conv emits its
+  # gradient convs in that layout itself, so a scanned training step keeps Eigen's kernels.
+  w = jnp.zeros((3, 3, 4, 8))
+
+  def loss(w, x):
+    y = ops.conv_general_dilated(x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DN)
+    return jnp.sum(y ** 2)
+
+  def steps(w, xs):
+    return jax.lax.scan(lambda w, x: (w - jax.grad(loss)(w, x), None), w, xs)[0]
+
+  jaxpr = jax.make_jaxpr(steps)(w, jnp.zeros((2, 5, 16, 16, 4)))
+  specs = {(e.params["dimension_numbers"].lhs_spec, e.params["dimension_numbers"].rhs_spec,
+            e.params["dimension_numbers"].out_spec) for e in _conv_eqns(jaxpr.jaxpr)}
+  assert specs == {((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))}  # NHWC, HWIO, NHWC
+  with ops.force("lax"):  # JAX's own gradient convs use other orders
+    # A new function: make_jaxpr would reuse its trace of `steps` from above.
+    jaxpr = jax.make_jaxpr(lambda w, xs: steps(w, xs))(w, jnp.zeros((2, 5, 16, 16, 4)))
+  assert len({e.params["dimension_numbers"] for e in _conv_eqns(jaxpr.jaxpr)}) > 1
