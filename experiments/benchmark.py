@@ -3,15 +3,44 @@ r"""Speed of full training steps on whatever devices exist.
   python -m experiments.benchmark darknet [--batch 512] [--precision bf16] [--steps 50]
   python -m experiments.benchmark wgan [--variant lsun]
   python -m experiments.benchmark cyclegan [--variant horse2zebra]
-  python -m experiments.benchmark all          # one table, the lesson's sizes
+  python -m experiments.benchmark all          # one table, each system's main config
+  python -m experiments.benchmark all --cpu_sizes --steps 3   # the lesson's sizes, fp32
+  python -m experiments.benchmark all --notorch                # jaxgan rows only
+  python -m experiments.benchmark all --variant smoke --steps 2  # a quick check
 
 Prints images/s, step time, compile time, peak device memory, and the FLOP/s that XLA's
 cost analysis implies, with the share of the device's peak where that peak is known.
 The inputs are random uint8 images of the real shape (speed does not depend on their
 content); the step is the real one, data-set gather and augmentation included.
 This, not a timed test, is where jaxgan's speed figures come from.
+
+PyTorch side by side (``--torch``, on by default when torch is importable; torch is never
+a requirement and is imported only then): under each jaxgan row, the same training step
+written in PyTorch from the same config (``experiments/torch_reference.py``) on the same
+kind of device, timed the same way (3 warm-up steps, then ``--steps``; on a GPU
+``torch.cuda.synchronize`` closes each timing), as "pytorch-eager" and, where a CUDA GPU
+exists, "pytorch-compile" (each network in ``torch.compile``; its compile_s is the first
+step, compilation included). ``vs_torch`` on a PyTorch row is jaxgan's images/s divided
+by that row's: above 1, jaxgan is faster. PyTorch runs fp32, or autocast to the config's
+bf16 / fp16 (fp16 with a GradScaler), convs channels-last. With PyTorch rows, the command
+sets two environment variables unless they are set already: on a GPU, jaxgan preallocates
+45% of the memory instead of 75% (``XLA_PYTHON_CLIENT_MEM_FRACTION``; not when
+``XLA_PYTHON_CLIENT_PREALLOCATE`` is set), leaving room for PyTorch; on a CPU, PyTorch's
+OpenMP threads sleep instead of spinning at barriers (``OMP_WAIT_POLICY=PASSIVE``), which
+on a CPU shared with other jobs nearly doubled PyTorch's speed here.
+
+``--cpu_sizes``: the sizes issue 10 names for comparing on a CPU, fp32 throughout:
+Darknet (the cifar10 config) on 32x32 at batch 64; a WGAN generator iteration (the lsun
+config) at 64x64 with critic and generator batches of 64, critic steps unrolled as
+jaxgan's CPU configs do (``unrolled_chunk`` 5); one CycleGAN iteration (the horse2zebra
+config, its 9-block generator) on 128x128 crops of 143x143 images at batch 1. Explicit
+``--batch`` / ``--precision`` still win over them.
 """
 
+import importlib.util
+import os
+import platform
+import sys
 import time
 
 import jax
@@ -30,7 +59,20 @@ flags.DEFINE_integer("batch", None, "Global batch size (default: the config's)."
 flags.DEFINE_enum("precision", None, ["fp32", "bf16", "fp16"], "Compute precision.")
 flags.DEFINE_integer("steps", 30, "Timed steps after the warm-up.")
 flags.DEFINE_string("variant", None, "Config variant (default: the system's main one).")
+flags.DEFINE_boolean("torch", None, "Add PyTorch rows (default: when torch is importable).")
+flags.DEFINE_boolean("cpu_sizes", False, "The lesson's sizes for a CPU, fp32 (see above).")
 FLAGS = flags.FLAGS
+
+# --cpu_sizes: per system, config fields (dotted for nested ones) set before the flags.
+CPU_SIZES = {
+    "darknet": {"batch_size": 64, "precision": "fp32"},
+    # critic_iters (5) unrolled in one call: XLA:CPU runs conv gradients in a scan ~30x
+    # slower (jaxgan.train.wgan.critic_chunks), and jaxgan's own CPU configs unroll.
+    "wgan": {"batch_size": 64, "gen_batch_size": 64, "precision": "fp32",
+             "unrolled_chunk": 5},
+    "cyclegan": {"data.load_size": 143, "data.crop_size": 128, "batch_size": 1,
+                 "precision": "fp32"},
+}
 
 # Dense bf16/fp16 peak of one chip, FLOP/s, from the makers' data sheets.
 PEAK_FLOPS_16BIT = {
@@ -40,13 +82,26 @@ PEAK_FLOPS_16BIT = {
 }
 
 
-def with_overrides(config, **fields):
-  """Sets the given config fields, skipping those passed as None (flags left unset)."""
+def with_overrides(config, fields: dict | None = None, **named):
+  """Sets config fields, skipping those given as None (flags left unset).
+
+  ``fields`` may name nested fields with dots (``{"data.load_size": 143}``); keyword
+  arguments name top-level ones. ``fields`` are set first.
+  """
   with config.unlocked():
-    for name, value in fields.items():
+    for name, value in [*(fields or {}).items(), *named.items()]:
       if value is not None:
-        setattr(config, name, value)
+        *path, last = name.split(".")
+        target = config
+        for part in path:
+          target = getattr(target, part)
+        setattr(target, last, value)
   return config
+
+
+def torch_available() -> bool:
+  """Whether PyTorch can be imported (found without importing it: importing is slow)."""
+  return importlib.util.find_spec("torch") is not None
 
 
 def flops_of(compiled) -> float:
@@ -143,11 +198,29 @@ def peak_memory_bytes():
     return None
 
 
-def run(name: str, variant=None, batch=None, precision=None, steps: int = 30) -> dict:
-  """Times ``steps`` training steps of a system's config variant; returns the figures."""
+def run(name: str, variant=None, batch=None, precision=None, steps: int = 30,
+        overrides: dict | None = None, with_torch: bool = False) -> dict:
+  """Times ``steps`` training steps of a system's config variant; returns the figures.
+
+  Args:
+    name: a key of ``SYSTEMS``.
+    variant: the config variant (default: the system's main one).
+    batch, precision: override the config's batch size / precision (None: keep).
+    steps: timed steps after 3 warm-up steps.
+    overrides: more config fields, dotted names for nested ones (``CPU_SIZES``), set
+      before ``batch`` and ``precision``.
+    with_torch: also time the PyTorch version of the step (``run_torch``), eager and, on
+      a CUDA GPU, compiled.
+
+  Returns:
+    jaxgan's figures (benchmark, variant, devices, precision, global_batch,
+    images_per_sec, step_ms, compile_s, peak_memory_gib, tflops_per_sec, share_of_peak,
+    impl) and, with ``with_torch``, "torch": the PyTorch rows, each with its
+    ``vs_torch`` (jaxgan's images/s over the row's).
+  """
   configs, default, setup = SYSTEMS[name]
-  config = with_overrides(configs.get_config(variant or default), batch_size=batch,
-                          precision=precision)
+  config = with_overrides(configs.get_config(variant or default), overrides,
+                          batch_size=batch, precision=precision)
   step, carry, images_per_step, flops, compile_time = setup(config)
   for _ in range(3):  # warm-up: first calls allocate
     carry = step(carry)
@@ -158,7 +231,7 @@ def run(name: str, variant=None, batch=None, precision=None, steps: int = 30) ->
   jax.block_until_ready(carry)
   step_time = (time.perf_counter() - start) / steps
   result = {
-      "benchmark": name, "variant": variant or default,
+      "benchmark": name, "variant": variant or default, "impl": "jaxgan",
       "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
       "precision": config.precision, "global_batch": images_per_step,
       "images_per_sec": images_per_step / step_time, "step_ms": 1e3 * step_time,
@@ -175,19 +248,97 @@ def run(name: str, variant=None, batch=None, precision=None, steps: int = 30) ->
     peak = device_peak(config.precision)
     if peak:
       result["share_of_peak"] = total_flops / step_time / peak
+  if with_torch:
+    del step, carry  # free jaxgan's state before PyTorch builds its own
+    result["torch"] = run_torch(name, config, steps, result)
   return result
 
 
+def run_torch(name: str, config, steps: int, jax_result: dict) -> list[dict]:
+  """The PyTorch rows of one system: eager, and compiled where a CUDA GPU exists.
+
+  ``config`` is the one jaxgan's step was built from. A config the PyTorch reference
+  does not cover (another model, WGAN-GP) gives no rows and a note on stderr.
+  """
+  import torch  # pylint: disable=import-outside-toplevel  (optional)
+  from experiments import torch_reference  # pylint: disable=import-outside-toplevel
+
+  device = torch_reference.default_device()
+  cuda = device.type == "cuda"
+  sync = torch.cuda.synchronize if cuda else (lambda: None)
+  rows = []
+  for impl, compiled in [("pytorch-eager", False)] + ([("pytorch-compile", True)] if cuda
+                                                        else []):
+    try:
+      step, images_per_step = torch_reference.STEPS[name](config, compile=compiled,
+                                                          device=device)
+    except NotImplementedError as e:
+      print(f"{name}: no PyTorch row: {e}", file=sys.stderr)
+      return rows
+    if cuda:
+      torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    step()  # the first call: allocation, and under torch.compile the compilation
+    sync()
+    first = time.perf_counter() - start
+    for _ in range(2):  # warm-up to 3 steps, as jaxgan's
+      step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+      step()
+    sync()
+    step_time = (time.perf_counter() - start) / steps
+    images_per_sec = images_per_step / step_time
+    rows.append({
+        "benchmark": name, "variant": jax_result["variant"], "impl": impl,
+        "precision": config.precision, "global_batch": images_per_step,
+        "images_per_sec": images_per_sec, "step_ms": 1e3 * step_time,
+        "compile_s": first if compiled else None, "tflops_per_sec": None,
+        "share_of_peak": None,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "vs_torch": jax_result["images_per_sec"] / images_per_sec,
+        "device": (torch.cuda.get_device_name() if cuda else
+                   f"cpu, {torch.get_num_threads()} threads"),
+    })
+    del step
+    if cuda:
+      torch.cuda.empty_cache()  # give the memory back before jaxgan's next system
+  return rows
+
+
 def print_table(results: list[dict]) -> None:
-  columns = ("benchmark", "variant", "precision", "global_batch", "images_per_sec",
-             "step_ms", "compile_s", "tflops_per_sec", "share_of_peak", "peak_memory_gib")
+  """One row per result, each followed by its PyTorch rows; then the devices (and
+  versions) the figures come from."""
+  columns = ("benchmark", "variant", "impl", "precision", "global_batch", "images_per_sec",
+             "step_ms", "compile_s", "tflops_per_sec", "share_of_peak", "peak_memory_gib",
+             "vs_torch")
   fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("-" if v is None else str(v))
-  rows = [[fmt(r[c]) for c in columns] for r in results]
+  records = [row for r in results for row in [r, *r.get("torch", [])]]
+  rows = [[fmt(r.get(c)) for c in columns] for r in records]
   widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
   print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
   for row in rows:
     print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
-  print(f"devices: {results[0]['devices']}", flush=True)
+  print(f"devices: {results[0]['devices']} (jax {jax.__version__}, {cpu_name()})",
+        flush=True)
+  torch_rows = [row for r in results for row in r.get("torch", [])]
+  if torch_rows:
+    import torch  # pylint: disable=import-outside-toplevel  (already imported by run_torch)
+    print(f"pytorch: {torch.__version__} on {torch_rows[0]['device']}, OMP_WAIT_POLICY="
+          f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}", flush=True)
+
+
+def cpu_name() -> str:
+  """The host CPU's model name (Linux), else the machine type: CPU figures depend on it."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return f"host {line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+  except OSError:
+    pass
+  return f"host {platform.machine()}"
 
 
 def main(argv):
@@ -195,9 +346,28 @@ def main(argv):
   if len(argv) != 2 or argv[1] not in names + ["all"]:
     raise app.UsageError(f"usage: python -m experiments.benchmark {{{','.join(names)},all}}")
   chosen = names if argv[1] == "all" else [argv[1]]
-  variant = FLAGS.variant if len(chosen) == 1 else None
-  print_table([run(name, variant, FLAGS.batch, FLAGS.precision, FLAGS.steps)
+  # One --variant for every system chosen: smoke and fashion_mnist exist for all three.
+  variant = FLAGS.variant
+  with_torch = torch_available() if FLAGS.torch is None else FLAGS.torch
+  if with_torch and not torch_available():
+    raise app.UsageError("--torch needs PyTorch: pip install torch (or drop --torch)")
+  if with_torch and not any(k in os.environ for k in ("XLA_PYTHON_CLIENT_MEM_FRACTION",
+                                                       "XLA_PYTHON_CLIENT_PREALLOCATE")):
+    # Read when JAX first touches a GPU (not yet): JAX's default 75% preallocation would
+    # leave PyTorch a quarter of the card. No effect on CPUs.
+    os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = "0.45"
+  if with_torch:
+    # Read when torch loads libgomp (not yet). Its threads spin at every barrier by
+    # default; on a CPU shared with other jobs a descheduled thread then stalls each op:
+    # measured here, Darknet at batch 64 ran at 7-10 images/s spinning, 14 passive.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+  print_table([run(name, variant, FLAGS.batch, FLAGS.precision, FLAGS.steps,
+                   CPU_SIZES[name] if FLAGS.cpu_sizes else None, with_torch)
                for name in chosen])
+  if FLAGS.cpu_sizes:  # the variant column names the config; say what was changed in it
+    print("--cpu_sizes: " + "; ".join(
+        f"{name} " + ", ".join(f"{k}={v}" for k, v in CPU_SIZES[name].items())
+        for name in chosen), flush=True)
 
 
 if __name__ == "__main__":
