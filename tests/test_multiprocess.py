@@ -79,7 +79,10 @@ def image_folder(root):
 # RMSProp and Adam normalise gradients, so a parameter whose gradient is zero in exact
 # arithmetic can move by up to lr/sqrt(1 - decay) (RMSProp: 10 lr; Adam: lr) per step either
 # way. The bounds below are those, not one machine's rounding.
-TOLERANCE = {"darknet": dict(rtol=1e-4, atol=8 * 1.3 * 1e-5),
+# Darknet's BatchNorm sums run over batch x pixels (12,544 terms a channel), where the
+# order moves the result by ~1e-4 relative; SGD with momentum at lr up to 1.3 carries
+# that into the BatchNorm parameters at up to ~1e-3 over 8 steps (measured: 5e-4).
+TOLERANCE = {"darknet": dict(rtol=1e-4, atol=2e-3),
              "wgan": dict(rtol=1e-4, atol=2 * 10 * 1e-4 * 3),
              "cyclegan": dict(rtol=1e-4, atol=2 * 2e-4 * 3)}
 LOSS = {"darknet": "train_loss", "wgan": "Loss_D", "cyclegan": "G_A"}
