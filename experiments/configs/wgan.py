@@ -44,6 +44,9 @@ training, 14.3 min for the whole command; 3.0 generator iterations/s. Galleries 
 recognisable shirts, pullovers, trousers, sneakers, boots and bags from about iteration
 1000 (6 min) on; samples/gen_002500.png is the end. Final Loss_D -0.008 (the lesson's
 sign: critic(real) - critic(fake)).
+Judged at 1,000 iterations (README, "Measured: clipping, gradient penalty and resize+conv"):
+FD 3.48 (this config), 5.59 (``,gp``), 2.85 (``--config.model.upsample=nearest``) against a
+held-out floor of 0.017 and a noise ceiling of 15.0.
 """
 
 import ml_collections
