@@ -9,7 +9,8 @@ Reads each run's metrics.jsonl (the records with ``eval_seconds``, written by th
 evaluation hook every ``eval.every`` steps and at the end; a resumed run's repeated steps
 count once, the newest) and draws one panel per metric: the score with its spread as
 error bars and a band, the floor (held-out real images) as a dashed line and, for scores
-on a bounded scale, the ceiling (noise) as a dotted one; FD's and KID's ceilings are far
+on a bounded scale, the ceiling (noise; for CycleGAN the untranslated sources) as a
+dotted one; FD's and KID's ceilings are far
 off any useful scale, so their panels name them in the title instead. A CycleGAN run
 draws one line per direction (AtoB, BtoA), each against its own floor.
 
@@ -45,6 +46,11 @@ NAMES = {"fd": "Fréchet distance", "kid": "KID", "precision": "precision",
          "translation rate", "cycle_error": "cycle error", "mean_confidence":
          "mean confidence", "class_entropy_normalised": "class entropy / log K"}
 X_LABELS = {"wgan": "generator iterations", "cyclegan": "iterations (batch 1)"}
+# What the reference points are: a WGAN's samples sit between held-out real images and
+# noise; a CycleGAN direction's translations between the real target images and the
+# untranslated sources.
+REFERENCES = {"wgan": ("held-out real", "noise"),
+              "cyclegan": ("real target", "untranslated source")}
 
 
 def eval_records(workdir: str) -> list[dict]:
@@ -198,14 +204,15 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
       ax.fill_between(s["step"], low, high, color=colour, alpha=0.15, linewidth=0)
       ax.errorbar(s["step"], s["value"], yerr=spread, color=colour, marker="o",
                   markersize=4, capsize=3, label=name)
-    _references(ax, data, "floor", "--", "floor (held-out real)", colours)
+    floor_name, ceiling_name = REFERENCES[kind]
+    _references(ax, data, "floor", "--", f"floor ({floor_name})", colours)
     if metric in UNBOUNDED:
       ceilings = sorted({_constant(s["ceiling"]) for _, s in data} - {None})
     else:
-      ceilings = _references(ax, data, "ceiling", ":", "ceiling (noise)", colours)
+      ceilings = _references(ax, data, "ceiling", ":", f"ceiling ({ceiling_name})", colours)
     heading = NAMES.get(metric, metric)
     if metric in UNBOUNDED and ceilings:
-      heading += "  (noise ceiling " + ", ".join(f"{c:.3g}" for c in ceilings) + ")"
+      heading += f"  ({ceiling_name} ceiling " + ", ".join(f"{c:.3g}" for c in ceilings) + ")"
     ax.set_title(heading, fontsize=10)
     ax.set_xlabel(X_LABELS[kind])
     if metric in logy:

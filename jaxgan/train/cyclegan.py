@@ -423,15 +423,21 @@ class CycleGAN(loop.Task):
             "iterations_per_sec": len(stacked["lr"]) / seconds,
             "skipped_files": self.feed.skipped}
 
+  @staticmethod
+  def _headline_scores(record: dict) -> str:
+    return "".join(f", {d}_{k} {record[f'{d}_{k}']:.4g}" for d in ("AtoB", "BtoA")
+                   for k in ("fd", "translation_rate") if f"{d}_{k}" in record)
+
   def log_line(self, step: int, record: dict) -> str:
     losses = "  ".join(f"{k} {record[k]:.3f}" for k in LOSS_NAMES if k in record)
+    if not losses:  # a hook-only record (evaluation, samples)
+      return f"step {step}" + self._headline_scores(record)
     return f"step {step} epoch {record.get('epoch', '-')}: {losses}"
 
   def summary(self, record: dict) -> str:
-    scores = "".join(f", {d}_{k} {record[f'{d}_{k}']:.4g}" for d in ("AtoB", "BtoA")
-                     for k in ("fd", "translation_rate") if f"{d}_{k}" in record)
     return (f"step {record['step']}: " + ", ".join(f"{k} {record[k]:.3f}" for k in LOSS_NAMES)
-            + f"{scores}; {record['wall_time']:.1f} s; samples in {record.get('sample')}")
+            + f"{self._headline_scores(record)}; {record['wall_time']:.1f} s; samples in "
+            f"{record.get('sample')}")
 
   def samples_hook(self, workdir: str):
     """A loop hook: the sample grid of the fixed test pairs, as a PNG and in TensorBoard."""
