@@ -31,8 +31,7 @@ on a CPU shared with other jobs nearly doubled PyTorch's speed here.
 
 ``--cpu_sizes``: the sizes issue 10 names for comparing on a CPU, fp32 throughout:
 Darknet (the cifar10 config) on 32x32 at batch 64; a WGAN generator iteration (the lsun
-config) at 64x64 with critic and generator batches of 64, critic steps unrolled as
-jaxgan's CPU configs do (``unrolled_chunk`` 5); one CycleGAN iteration (the horse2zebra
+config) at 64x64 with critic and generator batches of 64; one CycleGAN iteration (the horse2zebra
 config, its 9-block generator) on 128x128 crops of 143x143 images at batch 1. Explicit
 ``--batch`` / ``--precision`` still win over them.
 """
@@ -66,10 +65,7 @@ FLAGS = flags.FLAGS
 # --cpu_sizes: per system, config fields (dotted for nested ones) set before the flags.
 CPU_SIZES = {
     "darknet": {"batch_size": 64, "precision": "fp32"},
-    # critic_iters (5) unrolled in one call: XLA:CPU runs conv gradients in a scan ~30x
-    # slower (jaxgan.train.wgan.critic_chunks), and jaxgan's own CPU configs unroll.
-    "wgan": {"batch_size": 64, "gen_batch_size": 64, "precision": "fp32",
-             "unrolled_chunk": 5},
+    "wgan": {"batch_size": 64, "gen_batch_size": 64, "precision": "fp32"},
     "cyclegan": {"data.load_size": 143, "data.crop_size": 128, "batch_size": 1,
                  "precision": "fp32"},
 }
@@ -143,14 +139,13 @@ def wgan_setup(config):
   mesh = parallel.make_mesh()
   trainer = wgan.WGAN(config, mesh)
   state = trainer.init_state()
-  chunks = wgan.critic_chunks(config.critic_iters, config)
   rng = np.random.default_rng(0)
-  blocks = [jax.device_put(rng.integers(0, 256, trainer.block_shape(k), np.uint8),
-                           trainer.block_sharding) for k in chunks]
+  block = jax.device_put(rng.integers(0, 256, trainer.block_shape(config.critic_iters),
+                                      np.uint8), trainer.block_sharding)
   (critic, gen), seconds = _timed_compile(
-      lambda: [p.compile() for p in trainer.lower(state, blocks[0])])
-  flops = flops_of(critic) * len(chunks) + flops_of(gen)
-  step = lambda s: trainer.iteration(s, blocks)[0]
+      lambda: [p.compile() for p in trainer.lower(state, block)])
+  flops = flops_of(critic) + flops_of(gen)
+  step = lambda s: trainer.iteration(s, block)[0]
   return step, state, config.critic_iters * config.batch_size, flops, seconds
 
 

@@ -1,17 +1,20 @@
 r"""Which convolutions of jaxgan's networks XLA:CPU runs slowly, and what helps (issue 10).
 
-  python -m experiments.conv_survey [--systems darknet,dcgan64] [--budget 1.5] [--json out]
+  python -m experiments.conv_survey [--systems darknet,gen64] [--variants lax,routed]
+      [--budget 1.5] [--json out.json]
 
 Traces each network's training forward pass, collects its distinct convolutions exactly as
 Flax emits them (transposed convs included: lhs dilation, flipped kernel), and times each
 jitted on its own, forward and forward+backward (gradients wrt input and kernel), as
 
-  lax      ``lax.conv_general_dilated``, what Flax calls;
-  patches  ``jaxgan.ops.conv_patches``: strided slices + concatenate + one matmul (a 1x1
-           conv is then a plain matmul);
-  xlapat   ``lax.conv_general_dilated_patches`` + one matmul;
-  hybrid   lax forward, the backward of ``patches``;
-  routed   ``jaxgan.ops.conv_general_dilated``, the rule actually shipped.
+  lax       ``lax.conv_general_dilated``: what Flax calls, the code before routing;
+  patches   ``jaxgan.ops.conv_patches``: strided slices + concatenate + one matmul (a 1x1
+            conv is then a plain matmul);
+  xlapat    ``lax.conv_general_dilated_patches`` + one matmul;
+  hybrid    lax forward, the backward of ``patches``;
+  phases    ``jaxgan.ops.conv_phases`` for a dilated input (else lax);
+  subpixel  ``jaxgan.ops.conv_subpixel`` for a dilated input (else lax);
+  routed    ``jaxgan.ops.conv_general_dilated``: the rule the models use (column "route").
 
 GFLOP/s count useful multiply-adds only (taps that land on padding or on the holes of a
 dilated input are excluded) x2; forward+backward counts three times the forward's. The
@@ -19,13 +22,13 @@ dilated input are excluded) x2; forward+backward counts three times the forward'
 run (dim_labels other than b01f_01io->b01f after optimisation) in the compiled forward /
 forward+backward programs of ``lax``. Timings: each variant is compiled ahead of time,
 then the variants take turns, and each keeps its fastest run (the machine is shared).
+The last line per network sums the convs' times, each times its count.
 """
 
 import collections
 import functools
 import json
 import os
-import re
 import time
 
 import jax
@@ -210,13 +213,10 @@ def _routed(x, w, params):
 VARIANTS = {"lax": _lax, "patches": _patches, "xlapat": _xla_patches, "hybrid": _hybrid,
             "phases": _phases, "subpixel": _subpixel, "routed": _routed}
 
-_CANONICAL = re.compile(r"dim_labels=b0?1?2?f_0?1?2?io->b0?1?2?f")
-
-
 def slow_convs(compiled_text: str) -> tuple[int, int]:
   """(non-canonical, all) convolution instructions in an optimised HLO module."""
-  lines = [l for l in compiled_text.splitlines() if " convolution(" in l]
-  return sum(not _CANONICAL.search(l) for l in lines), len(lines)
+  census = ops.conv_census(compiled_text)
+  return (census["loop"][1] + census["outside"][1], census["loop"][0] + census["outside"][0])
 
 
 def _programs(fn, conv: Conv):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import re
 from typing import Iterator
 
 import jax
@@ -396,3 +397,45 @@ def conv_transpose(lhs, rhs, strides, padding, rhs_dilation=None, transpose_kern
   return conv_general_dilated(lhs, rhs, (1,) * nsp, pads, lhs_dilation=tuple(strides),
                               rhs_dilation=rdil, dimension_numbers=dn, precision=precision,
                               preferred_element_type=preferred_element_type)
+
+
+# --------------------------------------------------------------------- inspecting programs
+
+_EIGEN_LAYOUT = re.compile(r"dim_labels=b0?1?2?f_0?1?2?io->b0?1?2?f")
+
+
+def conv_census(hlo: str) -> dict[str, list[int]]:
+  """Convolutions of an optimised HLO module, in while-loop bodies and elsewhere.
+
+  Returns ``{"loop": [all, non_eigen], "outside": [all, non_eigen]}``: non_eigen counts
+  those in a layout other than NHWC/HWIO, which XLA:CPU runs as a naive loop (cause 2 in
+  docs/cpu_convolutions.md). Read ``jax.jit(f).lower(...).compile().as_text()``.
+  """
+  census = {"loop": [0, 0], "outside": [0, 0]}
+  bodies = set(re.findall(r"body=%?([\w.\-]+)", hlo))
+  # Computations a loop body calls (fusions, nested calls) count as in the loop too.
+  computation, calls = None, {}
+  for line in hlo.splitlines():
+    head = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+    if head:
+      computation = head.group(1)
+      calls[computation] = set()
+    elif computation:
+      calls[computation].update(re.findall(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)",
+                                           line))
+  in_loop, frontier = set(), list(bodies)
+  while frontier:
+    c = frontier.pop()
+    if c not in in_loop:
+      in_loop.add(c)
+      frontier.extend(calls.get(c, ()))
+  computation = None
+  for line in hlo.splitlines():
+    head = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+    if head:
+      computation = head.group(1)
+    elif " convolution(" in line:
+      where = census["loop" if computation in in_loop else "outside"]
+      where[0] += 1
+      where[1] += not _EIGEN_LAYOUT.search(line)
+  return census

@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import needs_fashion_mnist, override
 from experiments.configs import wgan as wgan_configs
-from jaxgan import images, metrics, parallel
+from jaxgan import images, metrics, ops, parallel
 from jaxgan.data import folder
 from jaxgan.data import unlabelled
 from jaxgan.train import wgan
@@ -59,10 +59,6 @@ def test_critic_schedule_is_the_lessons():
   assert wgan.critic_iterations(0, 3001, paper) == 5  # not again in the second pass
   gp = wgan_configs.get_config("lsun,gp")  # WGAN-GP: 5 throughout
   assert {wgan.critic_iterations(g, g, gp) for g in range(1001)} == {5}
-  assert wgan.critic_chunks(100, config) == [100]  # one call on accelerators
-  cpu = wgan_configs.get_config("fashion_mnist")
-  assert wgan.critic_chunks(25, cpu) == [5] * 5  # five unrolled calls on a CPU
-  assert wgan.critic_chunks(7, cpu) == [5, 2]  # a burst cut short at the end of a pass
 
 
 def test_lsun_is_the_lessons_run():
@@ -130,7 +126,7 @@ def test_every_critic_step_clips_first_as_the_lesson_does():
   state = state.replace(critic=state.critic.replace(
       params=jax.tree.map(lambda p: 50.0 * p + 1.0, state.critic.params)))
   c, lr = config.clip_value, config.lr_d
-  state, numbers = trainer.iteration(state, [_random_block(trainer, config.critic_iters)])
+  state, numbers = trainer.iteration(state, _random_block(trainer, config.critic_iters))
   # Inside the scan: each critic step computed its loss with weights clamped to [-c, c]
   # (and these saturate at c, since every weight started outside).
   assert float(numbers["critic_weight_max"]) == np.float32(c)
@@ -149,7 +145,7 @@ def test_wgan_gp_penalises_instead_of_clipping():
   big = jax.tree.map(lambda p: 50.0 * p, state.critic.params)
   state = state.replace(critic=state.critic.replace(params=big))
   big = jax.device_get(big)  # the call below donates the state's buffers
-  state, numbers = trainer.iteration(state, [_random_block(trainer, config.critic_iters)])
+  state, numbers = trainer.iteration(state, _random_block(trainer, config.critic_iters))
   assert "critic_weight_max" not in numbers
   assert float(numbers["gradient_penalty"]) > 0
   # No clamping: the weights moved by Adam steps of about lr each, and stayed large.
@@ -158,21 +154,22 @@ def test_wgan_gp_penalises_instead_of_clipping():
   assert max(float(jnp.max(jnp.abs(p))) for p in jax.tree.leaves(state.critic.params)) > 1
 
 
-def test_unrolled_chunks_train_like_one_scan():
-  # The CPU path (unrolled calls of 1 step) and the accelerator path (one rolled scan) run
-  # the same math with the same random numbers.
-  results = []
-  for chunk in (0, 1):
-    config = smoke_config(unrolled_chunk=chunk)
+def test_critic_scan_keeps_convolution_gradients_in_eigens_layout():
+  # The cause of XLA:CPU's slow critic scan: gradient convolutions inside a loop body stay
+  # in layouts its Eigen kernels cannot run (XLA canonicalises only the entry
+  # computation). jaxgan.ops writes them in Eigen's layout, so the rolled scan runs as fast
+  # as an unrolled one and jaxgan needs no unrolling knob. Without the routing (lax) the
+  # census finds such convolutions, so this test can tell the two apart.
+  config = smoke_config()
+  census = {}
+  for formulation in ("lax", None):
     trainer = wgan.WGAN(config, parallel.make_mesh())
     state = trainer.init_state()
-    block = _random_block(trainer, config.critic_iters)
-    chunks = wgan.critic_chunks(config.critic_iters, config)
-    starts = np.cumsum([0] + chunks)
-    state, _ = trainer.iteration(state, [block[a:b] for a, b in zip(starts, starts[1:])])
-    results.append(jax.device_get(state))
-  for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    with ops.force(formulation):
+      critic, _ = trainer.lower(state, _random_block(trainer, config.critic_iters))
+      census[formulation] = ops.conv_census(critic.compile().as_text())["loop"]
+  assert census["lax"][1] > 0  # (all, not in Eigen's layout) in the loop body
+  assert census[None][0] > 0 and census[None][1] == 0
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -366,7 +363,7 @@ PARALLEL = textwrap.dedent("""
       trainer = wgan.WGAN(config, parallel.make_mesh(devices))
       state, block = trainer.init_state(), _random_block(trainer, 3)
       for _ in range(2):
-        state, numbers = trainer.iteration(state, [block])
+        state, numbers = trainer.iteration(state, block)
       return block, jax.device_get((state, numbers))
 
     _, one = train(jax.devices()[:1])

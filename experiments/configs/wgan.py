@@ -21,8 +21,7 @@ Variants:
                  memory; ngf = ndf = 24, no extra layer, batch 64, RMSProp lr 5e-4 for
                  both nets (the lesson's 1e-4 is too slow for a 15-minute budget), 2500
                  generator iterations of 5 critic steps (25 while gen_iters < 25 and at
-                 every 500th: the paper's schedule), critic steps unrolled 5 per call for
-                 XLA:CPU; fp32. Judged every 500 iterations on 2,000 samples by the
+                 every 500th: the paper's schedule); fp32. Judged every 500 iterations on 2,000 samples by the
                  Fashion-MNIST Darknet (runs/darknet_fmnist: train it first, or set
                  --config.eval.judge=). Measured: see below.
   smoke          Tiny (isize 16, width 8, a few iterations on 256 Fashion-MNIST images),
@@ -100,10 +99,6 @@ def get_config(variant: str = "lsun") -> ml_collections.ConfigDict:
   c.critic_iters_long = 100
   c.long_critic_until = 25  # "paper" only
   c.long_critic_every = 500
-  # 0: a generator iteration's critic steps run as one rolled lax.scan (GPU/TPU). k > 0:
-  # k per device call, unrolled, for XLA:CPU, which runs convolution gradients inside
-  # loops ~30x slower (jaxgan.train.wgan.critic_chunks). Must divide both counts above.
-  c.unrolled_chunk = 0
 
   c.batch_size = 128  # real (and fake) images per critic step, global over every device
   c.gen_batch_size = 64  # the generator step's batch; 0 = batch_size
@@ -151,7 +146,6 @@ def get_config(variant: str = "lsun") -> ml_collections.ConfigDict:
     c.num_gen_iters = 2500
     c.second_phase = False
     c.precision = "fp32"  # bf16 is emulated, slowly, on CPUs
-    c.unrolled_chunk = 5
     c.log_every = 50
     c.sample_every = 250
     c.checkpoint_every = 250

@@ -11,7 +11,8 @@ What is new is how it runs. The whole run's schedule (which generator iteration 
 many critic steps, from which stream position) is worked out once (`schedule`) and drives
 both the data and the loop. A generator iteration is two jitted programs with the state
 donated: the critic steps, a ``lax.scan`` over a block of real batches (n, B, H, W, C)
-(unrolled chunks on CPUs: `critic_chunks`), then the generator step. The state (both
+(on CPUs too, now that `jaxgan.ops` keeps the scan's convolution gradients in Eigen's
+layout), then the generator step. The state (both
 networks, both optimizer states, the counters, the RNG and the fixed gallery noise) is one
 pytree, replicated over a ("data",) mesh while batches are split over it, so the same code
 is data-parallel on any number of devices; the shared loop (`jaxgan.train.loop`) logs,
@@ -129,21 +130,6 @@ def schedule(config, steps_per_epoch: int) -> list[GenIteration]:
   return items
 
 
-def critic_chunks(n_critic: int, config) -> list[int]:
-  """How one generator iteration's n critic steps are split into device calls.
-
-  ``unrolled_chunk`` = 0 (accelerators): all n in one call, a rolled ``lax.scan``.
-  k > 0 (CPUs): k per call, unrolled. XLA:CPU compiles convolution gradients inside a loop
-  to a generic kernel (their layouts are not canonicalised for Eigen there): measured on
-  2 CPU cores, 5 critic steps of the 32x32 DCGAN critic take 7.3 s as a scan and 0.26 s
-  unrolled. Unrolling a burst of 100 would take minutes to compile, hence the chunks.
-  """
-  k = config.unrolled_chunk
-  if k <= 0:
-    return [n_critic]
-  return [k] * (n_critic // k) + ([n_critic % k] if n_critic % k else [])
-
-
 def gradient_penalty(critic_fn, real, fake, eps, weight: float):
   """WGAN-GP's penalty ``weight * mean((||grad_x D(x_hat)||_2 - 1)^2)``.
 
@@ -192,8 +178,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          "critic_iters_long", "model.nz", "model.ngf", "model.ndf",
                          "num_samples", "log_every", "sample_every", "checkpoint_every",
                          "second_phase_lr_factor", "data.prefetch")
-  config_checks.non_negative(config, "gen_batch_size", "unrolled_chunk",
-                             "eval.reference_images")
+  config_checks.non_negative(config, "gen_batch_size", "eval.reference_images")
   if config.eval.judge:
     config_checks.positive(config, "eval.every", "eval.samples", "eval.kid_subsets")
   if config.loss == "wgan":
@@ -350,7 +335,7 @@ def critic_steps(state: WGANState, data, block, *, take, generator, critic, crit
 
   ``take(data, block)`` turns the block into images (n, B, H, W, C) uint8: a gather from
   the data set in device memory, or the decoded images themselves. ``unroll`` unrolls the
-  loop (XLA:CPU, see `critic_chunks`). Returns the new state and the numbers the lesson
+  loop (only ``experiments.critic_scan_timing`` does, to compare). Returns the new state and the numbers the lesson
   prints, of the last critic step (``critic_weight_max``: the largest over the steps).
   """
   real_blocks = take(data, block)
@@ -427,8 +412,8 @@ class WGAN(loop.Task):
                      batch_sharding=sharding)
     self._critic_steps = jax.jit(functools.partial(
         critic_steps, take=take, critic_tx=self.critic_tx, loss=config.loss,
-        clip_value=config.clip_value, gp_weight=config.gp_weight,
-        unroll=config.unrolled_chunk > 0, **models_kw), donate_argnums=(0,))
+        clip_value=config.clip_value, gp_weight=config.gp_weight, **models_kw),
+        donate_argnums=(0,))
     self._generator_step = jax.jit(functools.partial(
         generator_iteration_end, gen_tx=self.gen_tx,
         batch_size=config.gen_batch_size or config.batch_size, **models_kw),
@@ -456,23 +441,16 @@ class WGAN(loop.Task):
 
   # --- one generator iteration
 
-  def iteration(self, state: WGANState, blocks, start_phase: float | None = None):
-    """Critic steps over each block (several calls on CPUs), then the generator step.
+  def iteration(self, state: WGANState, block, start_phase: float | None = None):
+    """The critic steps over ``block``, then the generator step.
 
     ``start_phase``: the lr factor of a phase that starts with this iteration.
     """
     if start_phase is not None:
       state = self._start_phase(state, jnp.float32(start_phase))
-    numbers = []
-    for block in blocks:
-      state, chunk_numbers = self._critic_steps(state, self.arrays, block)
-      numbers.append(chunk_numbers)
+    state, numbers = self._critic_steps(state, self.arrays, block)
     state, loss_g = self._generator_step(state)
-    out = dict(numbers[-1], Loss_G=loss_g)
-    if "critic_weight_max" in out and len(numbers) > 1:
-      out["critic_weight_max"] = functools.reduce(
-          jnp.maximum, [n["critic_weight_max"] for n in numbers])
-    return state, out
+    return state, dict(numbers, Loss_G=loss_g)
 
   def generate(self, gen_net: NetState, z) -> jax.Array:
     return self._generate(gen_net, z)
@@ -480,20 +458,16 @@ class WGAN(loop.Task):
   # --- training, as the loop drives it
 
   def batches(self, start: int):
-    """For each generator iteration from ``start`` on: (its schedule entry, its blocks)."""
+    """For each generator iteration from ``start`` on: (its schedule entry, its block)."""
     items = self.schedule[start:]
     if not items:
       return
-    counts = (k for item in items for k in critic_chunks(item.critic_steps, self.config))
-    blocks = self.data.blocks(items[0].first_batch, counts)
+    blocks = self.data.blocks(items[0].first_batch, (item.critic_steps for item in items))
     try:
       for item in items:
-        chunk_blocks = []
-        for _ in critic_chunks(item.critic_steps, self.config):
-          block, skipped = next(blocks)
-          chunk_blocks.append(block)
-          self.skipped += skipped
-        yield item, chunk_blocks
+        block, skipped = next(blocks)
+        self.skipped += skipped
+        yield item, block
     finally:
       blocks.close()
 
@@ -503,9 +477,9 @@ class WGAN(loop.Task):
             self._generator_step.lower(state))
 
   def train_step(self, state, batch):
-    item, blocks = batch
+    item, block = batch
     new_phase = item.phase > 0 and item.phase_iter == 0
-    return self.iteration(state, blocks, self.factors[item.phase] if new_phase else None)
+    return self.iteration(state, block, self.factors[item.phase] if new_phase else None)
 
   def summarize(self, step: int, stacked: dict, seconds: float) -> dict:
     item = self.schedule[step - 1]
