@@ -85,6 +85,18 @@ def test_fp16_halts_when_every_step_overflows(tmp_path):
     darknet.train_and_evaluate(config, str(tmp_path / "fp16"))
 
 
+def test_fp16_count_of_skips_in_a_row_survives_a_resume(tmp_path):
+  # Every step overflows (4 a smoke epoch) and the limit is 6: a run never stopped halts
+  # at step 7. Stopped after epoch 1 and resumed, it must halt there too, not count
+  # from 0 again and finish.
+  config = override(darknet_configs.get_config("smoke"), precision="fp16",
+                    initial_loss_scale=1e30, max_skipped_in_a_row=6)
+  workdir = str(tmp_path / "fp16")
+  darknet.train_and_evaluate(override(config, stop_after_epoch=0), workdir)  # epochs count from 0
+  with pytest.raises(loop.NonFiniteError, match="7 fp16 steps in a row overflowed by step 8"):
+    darknet.train_and_evaluate(override(config, stop_after_epoch=-1), workdir)
+
+
 # ----------------------------------------------------------------------------- signals
 
 # Long runs (they would take hours), so the signal always lands mid-training; each saves a

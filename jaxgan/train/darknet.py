@@ -281,10 +281,13 @@ class Classifier(loop.Task):
             f"{record['wall_time']:.1f} s, {reached}")
 
   def meta(self) -> dict:
-    return {"time_to_target": self.time_to_target}
+    # Checkpoints fall on summarised steps, so the fp16 count is exact there; keeping it
+    # makes a resumed run halt where a run never stopped would.
+    return {"time_to_target": self.time_to_target, "skipped_in_a_row": self.skipped_in_a_row}
 
   def load_meta(self, meta: dict) -> None:
     self.time_to_target = meta.get("time_to_target")
+    self.skipped_in_a_row = meta.get("skipped_in_a_row", 0)
 
   # --- evaluation
 
