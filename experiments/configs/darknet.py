@@ -13,10 +13,11 @@ Variants:
                  max_lr and epochs are not in REFERENCE: ours (1.3, 30) are a starting point.
   fashion_mnist  A real run sized for a 2-core CPU: Darknet([1, 1, 1], nf=8) on
                  Fashion-MNIST (Debian's dataset-fashion-mnist), batch 128, lr 0.4, 8 epochs
-                 as one cycle, fp32. Measured on the project's 2-core CPU machine (no GPU),
-                 with two other training jobs sharing the cores: 90.45% test accuracy after
-                 8 epochs, 787 s of training, 13 min 49 s wall with start-up; ~630-870
-                 images/s. (6 epochs at batch 256 gave 89.0% in 512 s.)
+                 as one cycle, fp32. Measured on the project's 2-core Intel Xeon VM (no
+                 GPU), nothing else of ours running, jax 0.10.2: 90.50% test accuracy
+                 after 8 epochs, 655.5 s of training, 11 min 10 s wall with start-up;
+                 690-800 images/s. (Before the conv routing, on a shared machine: 90.45%
+                 in 787 s; 6 epochs at batch 256 gave 89.0% in 512 s.)
   smoke          Tiny, for tests and a first try: 64 Fashion-MNIST images, runs offline.
 
 Command:
