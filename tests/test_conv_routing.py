@@ -35,6 +35,9 @@ CASES = {
     "convT_s3_asym": ((2, 3, 3, 3), (4, 4, 3, 2), (1, 1), ((1, 0), (3, 2)), (3, 3)),
     "convT_1x1_s2": ((2, 3, 3, 3), (1, 1, 3, 2), (1, 1), ((0, 0), (0, 0)), (2, 2)),
     "convT_1x1_to_4x4": ((2, 1, 1, 6), (4, 4, 6, 3), (1, 1), ((3, 3), (3, 3)), None),
+    # 16 input channels: canonical's kernel gradient runs as ops.kernel_gradient_taps.
+    "3x3_wide": ((2, 5, 6, 16), (3, 3, 16, 4), (1, 1), ((1, 1), (1, 1)), None),
+    "4x4_s2_wide_asym": ((2, 7, 6, 16), (4, 4, 16, 3), (2, 1), ((1, 2), (-1, 1)), None),
 }
 
 
@@ -84,6 +87,26 @@ def test_formulation_equals_lax_values_and_gradients(name, formulation):
     assert g.shape == want_.shape and g.dtype == want_.dtype
     tol = 2 * n * EPS * terms + np.finfo(np.float32).tiny
     assert bool(jnp.all(jnp.abs(g - want_) <= tol)), float(jnp.max(jnp.abs(g - want_) / tol))
+
+
+@pytest.mark.parametrize("strides,padding,rdil", [
+    ((1, 1), ((1, 1), (1, 1)), (1, 1)), ((2, 1), ((1, 2), (-1, 1)), (1, 1)),
+    ((1, 1), ((2, 2), (2, 2)), (2, 2))])
+def test_kernel_gradient_taps_equals_lax(strides, padding, rdil):
+  kx, kw, kc = jax.random.split(jax.random.key(7), 3)
+  x, w = jax.random.normal(kx, (2, 7, 6, 5)), jax.random.normal(kw, (3, 3, 5, 4))
+  conv = lambda w: lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=rdil,
+                                            dimension_numbers=DN)
+  y, vjp = jax.vjp(conv, w)
+  ct = jax.random.normal(kc, y.shape)
+  want = vjp(ct)[0]
+  got = ops.kernel_gradient_taps(x, ct, (3, 3), strides, padding, rdil)
+  # Sums of N*pixels products on both sides (see the bound above).
+  terms = jax.vjp(lambda w: lax.conv_general_dilated(jnp.abs(x), w, strides, padding,
+                                                     rhs_dilation=rdil, dimension_numbers=DN),
+                  w)[1](jnp.abs(ct))[0]
+  assert got.shape == want.shape
+  assert bool(jnp.all(jnp.abs(got - want) <= 2 * y.size / 4 * EPS * terms + 1e-30))
 
 
 def _route(xs, ws, strides, padding, ldil=None, backend="cpu", **kw):
@@ -193,10 +216,11 @@ def test_routed_layers_keep_flax_auto_names():
   assert sorted(params) == ["ConvTranspose_0", "Conv_0"]
 
 
-def test_canonical_second_derivative_equals_lax():
+@pytest.mark.parametrize("channels", [3, ops.TAPS_MIN_CHANNELS])  # conv / taps kernel grad
+def test_canonical_second_derivative_equals_lax(channels):
   # WGAN-GP differentiates a gradient norm: reverse over reverse through the conv.
-  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
-  w = jax.random.normal(jax.random.key(1), (4, 4, 3, 5))
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, channels))
+  w = jax.random.normal(jax.random.key(1), (4, 4, channels, 5))
   pads = ((1, 1), (1, 1))
   ref = lambda x, w: lax.conv_general_dilated(x, w, (2, 2), pads, dimension_numbers=DN)
   new = lambda x, w: ops.conv_canonical(x, w, ((2, 2), pads, (1, 1), (1, 1), None))
