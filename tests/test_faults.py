@@ -5,6 +5,7 @@ checkpoint, then resumes in this process and compares the final state, leaf by l
 bit for bit, with a run never interrupted (same program, same inputs: bitwise equal).
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -98,6 +99,34 @@ def test_fp16_count_of_skips_in_a_row_survives_a_resume(tmp_path):
 
 
 # ----------------------------------------------------------------------------- signals
+
+def test_signal_mid_epoch_logs_the_partial_epoch_and_checkpoints(tmp_path):
+  # A stop between two epoch ends: the record has training numbers but no test pass,
+  # which the Darknet's log line once required (a KeyError instead of a clean stop).
+  from jaxgan import parallel  # pylint: disable=g-import-not-at-top
+  config = darknet_configs.get_config("smoke")  # 4 steps an epoch
+  train_data, test_data = darknet.load_data(config)
+  clf = darknet.Classifier(config, parallel.make_mesh(), train_data, test_data)
+  spe = clf.steps_per_epoch
+  signal_at = spe + 1  # in the second epoch; the loop sees it after the next step
+
+  def send(state, step, record):  # pylint: disable=unused-argument
+    if step == signal_at:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  workdir = str(tmp_path / "run")
+  record = loop.train(clf, config, workdir, num_steps=clf.total_steps, log_every=spe,
+                      checkpoint_every=spe, stop_after=-1, desc="darknet",
+                      hooks=(loop.Every(spe, clf.evaluate_hook), loop.Every(1, send)))
+  assert record["stopped_by"] == "SIGTERM" and record["step"] == signal_at + 1
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    last = json.loads(f.readlines()[-1])
+  assert last["step"] == signal_at + 1 and "train_loss" in last and "test_loss" not in last
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
+  assert ckpt.latest_step() == signal_at + 1
+  ckpt.close()
+
+
 
 # Long runs (they would take hours), so the signal always lands mid-training; each saves a
 # checkpoint early. After the signal, the resumed run and the straight one both stop a

@@ -268,10 +268,12 @@ class Classifier(loop.Task):
     return {**evaluation, "time_to_target": self.time_to_target}
 
   def log_line(self, step: int, r: dict) -> str:
+    # A run stopped by a signal mid-epoch logs its partial epoch without a test pass.
+    test = (f"test loss {r['test_loss']:.4f}, accuracy {r['test_accuracy']:.4f}, "
+            if "test_loss" in r else "")
     return (f"epoch {r.get('epoch', step / self.steps_per_epoch):g}: train loss "
-            f"{r.get('train_loss', float('nan')):.4f}, test loss {r['test_loss']:.4f}, "
-            f"accuracy {r['test_accuracy']:.4f}, {r.get('images_per_sec', 0):.0f} images/s, "
-            f"{r.get('wall_time', 0):.1f} s")
+            f"{r.get('train_loss', float('nan')):.4f}, {test}"
+            f"{r.get('images_per_sec', 0):.0f} images/s, {r.get('wall_time', 0):.1f} s")
 
   def summary(self, record: dict) -> str:
     target = self.config.target_accuracy

@@ -293,7 +293,7 @@ def _train(task, config, workdir, ckpt, num_steps, log_every, checkpoint_every, 
             record.update(fields, step=step)
           if checkpoint_due:
             save(step)
-          if stop_signals:
+          if end and stop_signals:  # a signal that came after `end` was set: one more step
             record["stopped_by"] = stop_signals[0]
             logging.warning("Stopped by %s after step %d; checkpoint saved. Run the same "
                             "command to resume.", stop_signals[0], step)
