@@ -85,6 +85,14 @@ def _explicit_padding(padding, in_spatial, window, strides, rhs_dilation):
   return tuple((int(lo), int(hi)) for lo, hi in padding)
 
 
+def _tap_windows(window, rhs_dilation, out, strides):
+  """Per kernel tap, row-major: the (start, limit) of the input pixels it meets, strided
+  by ``strides``, for an output of spatial size ``out`` (input already padded)."""
+  for offsets in itertools.product(*(range(k) for k in window)):
+    start = [q * d for q, d in zip(offsets, rhs_dilation)]
+    yield start, [b + (m - 1) * st + 1 for b, m, st in zip(start, out, strides)]
+
+
 def conv_patches(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                  precision=None, preferred_element_type=None):
   """Channels-last convolution as patches times one matmul (im2col).
@@ -107,11 +115,8 @@ def conv_patches(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilat
   if min(out) <= 0:
     raise ValueError(f"convolution output would be empty: spatial {tuple(out)}")
   n, c = x.shape[0], x.shape[-1]
-  cols = []
-  for offsets in itertools.product(*(range(k) for k in window)):
-    start = [o * d for o, d in zip(offsets, rdil)]
-    limit = [s + (m - 1) * st + 1 for s, m, st in zip(start, out, strides)]
-    cols.append(lax.slice(x, (0, *start, 0), (n, *limit, c), (1, *strides, 1)))
+  cols = [lax.slice(x, (0, *start, 0), (n, *limit, c), (1, *strides, 1))
+          for start, limit in _tap_windows(window, rdil, out, strides)]
   # Taps row-major then channels: the order of rhs.reshape(-1, F).
   patches = cols[0] if len(cols) == 1 else lax.concatenate(cols, nsp + 1)
   kernel = rhs.reshape(-1, rhs.shape[-1])
@@ -195,9 +200,7 @@ def kernel_gradient_taps(lhs, ct, window, window_strides, padding, rhs_dilation=
   out, (n, c), f = g.shape[:nsp], x.shape[nsp:], g.shape[-1]
   g = g.reshape(-1, f)
   taps = []
-  for offsets in itertools.product(*(range(k) for k in window)):
-    start = [q * d for q, d in zip(offsets, rdil)]
-    limit = [b + (m - 1) * st + 1 for b, m, st in zip(start, out, strides)]
+  for start, limit in _tap_windows(window, rdil, out, strides):
     tap = lax.slice(x, (*start, 0, 0), (*limit, n, c), (*strides, 1, 1)).reshape(-1, c)
     taps.append(lax.dot_general(tap, g, (((0,), (0,)), ((), ())), precision=precision))
   return jnp.stack(taps).reshape(*window, c, f).astype(lhs.dtype)
