@@ -7,6 +7,7 @@ r"""Speed of full training steps on whatever devices exist.
   python -m experiments.benchmark all --cpu_sizes --steps 3   # the lesson's sizes, fp32
   python -m experiments.benchmark all --notorch                # jaxgan rows only
   python -m experiments.benchmark all --variant smoke --steps 2  # a quick check
+  python -m experiments.benchmark all --cpu_sizes --xla_defaults  # without jaxgan's XLA options
 
 Prints images/s, step time, compile time, peak device memory, and the FLOP/s that XLA's
 cost analysis implies, with the share of the device's peak where that peak is known.
@@ -36,6 +37,7 @@ config, its 9-block generator) on 128x128 crops of 143x143 images at batch 1. Ex
 ``--batch`` / ``--precision`` still win over them.
 """
 
+import contextlib
 import importlib.util
 import os
 import platform
@@ -49,7 +51,7 @@ from absl import app, flags
 from experiments.configs import cyclegan as cyclegan_configs
 from experiments.configs import darknet as darknet_configs
 from experiments.configs import wgan as wgan_configs
-from jaxgan import parallel
+from jaxgan import ops, parallel
 from jaxgan.data import unaligned
 from jaxgan.data.classification import ImageClassificationData
 from jaxgan.train import cyclegan, darknet, wgan
@@ -60,6 +62,8 @@ flags.DEFINE_integer("steps", 30, "Timed steps after the warm-up.")
 flags.DEFINE_string("variant", None, "Config variant (default: the system's main one).")
 flags.DEFINE_boolean("torch", None, "Add PyTorch rows (default: when torch is importable).")
 flags.DEFINE_boolean("cpu_sizes", False, "The lesson's sizes for a CPU, fp32 (see above).")
+flags.DEFINE_boolean("xla_defaults", False, "Compile jaxgan's steps without its CPU compiler "
+                     "options (jaxgan.ops.compiler_options), to see what they change.")
 FLAGS = flags.FLAGS
 
 # --cpu_sizes: per system, config fields (dotted for nested ones) set before the flags.
@@ -194,7 +198,8 @@ def peak_memory_bytes():
 
 
 def run(name: str, variant=None, batch=None, precision=None, steps: int = 30,
-        overrides: dict | None = None, with_torch: bool = False) -> dict:
+        overrides: dict | None = None, with_torch: bool = False,
+        xla_defaults: bool = False) -> dict:
   """Times ``steps`` training steps of a system's config variant; returns the figures.
 
   Args:
@@ -206,6 +211,7 @@ def run(name: str, variant=None, batch=None, precision=None, steps: int = 30,
       before ``batch`` and ``precision``.
     with_torch: also time the PyTorch version of the step (``run_torch``), eager and, on
       a CUDA GPU, compiled.
+    xla_defaults: compile without ``jaxgan.ops.compiler_options`` (XLA's defaults).
 
   Returns:
     jaxgan's figures (benchmark, variant, devices, precision, global_batch,
@@ -216,7 +222,8 @@ def run(name: str, variant=None, batch=None, precision=None, steps: int = 30,
   configs, default, setup = SYSTEMS[name]
   config = with_overrides(configs.get_config(variant or default), overrides,
                           batch_size=batch, precision=precision)
-  step, carry, images_per_step, flops, compile_time = setup(config)
+  with ops.xla_defaults() if xla_defaults else contextlib.nullcontext():
+    step, carry, images_per_step, flops, compile_time = setup(config)
   for _ in range(3):  # warm-up: first calls allocate
     carry = step(carry)
   jax.block_until_ready(carry)
@@ -231,7 +238,7 @@ def run(name: str, variant=None, batch=None, precision=None, steps: int = 30,
       "precision": config.precision, "global_batch": images_per_step,
       "images_per_sec": images_per_step / step_time, "step_ms": 1e3 * step_time,
       "compile_s": compile_time, "peak_memory_gib": None, "tflops_per_sec": None,
-      "share_of_peak": None,
+      "share_of_peak": None, "xla_options": "defaults" if xla_defaults else "jaxgan",
   }
   mem = peak_memory_bytes()
   if mem:
@@ -357,7 +364,8 @@ def main(argv):
     # measured here, Darknet at batch 64 ran at 7-10 images/s spinning, 14 passive.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
   print_table([run(name, variant, FLAGS.batch, FLAGS.precision, FLAGS.steps,
-                   CPU_SIZES[name] if FLAGS.cpu_sizes else None, with_torch)
+                   CPU_SIZES[name] if FLAGS.cpu_sizes else None, with_torch,
+                   FLAGS.xla_defaults)
                for name in chosen])
   if FLAGS.cpu_sizes:  # the variant column names the config; say what was changed in it
     print("--cpu_sizes: " + "; ".join(

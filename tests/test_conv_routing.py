@@ -265,3 +265,44 @@ def test_gradient_convs_inside_scan_are_channels_last():
     # A new function: make_jaxpr would reuse its trace of `steps` from above.
     jaxpr = jax.make_jaxpr(lambda w, xs: steps(w, xs))(w, jnp.zeros((2, 5, 16, 16, 4)))
   assert len({e.params["dimension_numbers"] for e in _conv_eqns(jaxpr.jaxpr)}) > 1
+
+
+# ----------------------------------------------------------------------------- compiling
+
+def _bn_step(x, w, scale):
+  """A small conv -> BatchNorm -> LeakyReLU -> loss, with gradients: reductions, dots and
+  elementwise fusions, the kinds the compiler options move between YNNPACK and XLA."""
+  def loss(w, scale):
+    y = ops.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DN)
+    mean = y.mean((0, 1, 2))
+    var = (y * y).mean((0, 1, 2)) - mean * mean
+    y = (y - mean) * lax.rsqrt(var + 1e-5) * scale
+    return jnp.mean(jnp.where(y > 0, y, 0.1 * y) ** 2)
+  return jax.value_and_grad(loss, argnums=(0, 1))(w, scale)
+
+
+def test_cpu_compiler_options_change_speed_not_results():
+  assert ops.compiler_options() == (ops.CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu"
+                                    else {})
+  with ops.xla_defaults():
+    assert ops.compiler_options() == {}
+    defaults = ops.jit(_bn_step)
+  tuned = ops.jit(_bn_step)
+  rng = np.random.default_rng(0)
+  args = (jnp.asarray(rng.normal(size=(8, 10, 10, 6)), jnp.float32),
+          jnp.asarray(rng.normal(size=(3, 3, 6, 16)) * 0.2, jnp.float32),
+          jnp.asarray(rng.uniform(0.5, 1.5, (16,)), jnp.float32))
+  # Same arithmetic, summed in another order: fp32 rounding of sums over ~800 terms.
+  for a, b in zip(jax.tree.leaves(defaults(*args)), jax.tree.leaves(tuned(*args))):
+    np.testing.assert_allclose(a, b, rtol=1e3 * EPS, atol=1e3 * EPS * np.abs(a).max())
+
+
+def test_an_xla_that_rejects_the_options_gets_none(monkeypatch):
+  monkeypatch.setattr(ops, "CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option": "1"})
+  ops._cpu_options_accepted.cache_clear()
+  try:
+    assert ops.compiler_options() == {}
+    assert float(ops.jit(lambda x: x + 1)(1.0)) == 2.0
+  finally:
+    monkeypatch.undo()
+    ops._cpu_options_accepted.cache_clear()

@@ -36,7 +36,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from jaxgan import checkpoint, images as image_io, metrics, optim, parallel, precision
+from jaxgan import checkpoint, images as image_io, metrics, ops, optim, parallel, precision
 from jaxgan.data import augment, unaligned
 from jaxgan.evaluation import judges, runs
 from jaxgan.models.cyclegan import PatchDiscriminator, ResnetGenerator
@@ -287,10 +287,10 @@ class CycleGAN(loop.Task):
     self.image_shape = (config.data.crop_size, config.data.crop_size, self.channels)
     self._batch_sharding = parallel.data_sharding(mesh)
     self._replicated = parallel.replicated(mesh)
-    self._train_step = jax.jit(self._step, donate_argnums=(0,))
-    self._translate_pairs = jax.jit(self._translate_pairs_fn)
-    self._generate = jax.jit(self._generate_fn, static_argnums=0)
-    self._cycle = jax.jit(self._cycle_fn, static_argnums=0)
+    self._train_step = ops.jit(self._step, donate_argnums=(0,))
+    self._translate_pairs = ops.jit(self._translate_pairs_fn)
+    self._generate = ops.jit(self._generate_fn, static_argnums=0)
+    self._cycle = ops.jit(self._cycle_fn, static_argnums=0)
     self.samples = None  # the fixed test pairs of the sample grids, once on the devices
 
   # --- state

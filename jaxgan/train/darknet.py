@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from jaxgan import checkpoint, metrics, models, optim, parallel, precision
+from jaxgan import checkpoint, metrics, models, ops, optim, parallel, precision
 from jaxgan.data import augment
 from jaxgan.data.classification import ImageClassificationData, load_classification
 from jaxgan.data.device import DeviceDataset, EpochSampler, batches_from
@@ -185,7 +185,7 @@ class Classifier(loop.Task):
       self.tx = make_optimizer(config, self.total_steps)
       self.data = DeviceDataset({"image": train_data.images, "label": train_data.labels},
                                 mesh)
-      self._train_step = jax.jit(
+      self._train_step = ops.jit(
           functools.partial(train_step, tx=self.tx, pad=config.pad, pad_mode=config.pad_mode,
                             **common_kw),
           donate_argnums=(0,))
@@ -198,7 +198,7 @@ class Classifier(loop.Task):
     images[:n_test], labels[:n_test] = test_data.images, test_data.labels
     self.test_images = parallel.replicate(images, mesh)
     self.test_labels = parallel.replicate(labels, mesh)
-    self._eval_step = {tta: jax.jit(functools.partial(
+    self._eval_step = {tta: ops.jit(functools.partial(
         eval_step, batch_size=config.eval_batch_size, tta=tta, **common_kw))
                        for tta in (False, True)}
 

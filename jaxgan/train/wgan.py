@@ -39,7 +39,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from jaxgan import checkpoint, images, metrics, models, optim, parallel, precision
+from jaxgan import checkpoint, images, metrics, models, ops, optim, parallel, precision
 from jaxgan.data import unlabelled
 from jaxgan.data.device import StreamedBatches
 from jaxgan.evaluation import judges, runs
@@ -410,15 +410,15 @@ class WGAN(loop.Task):
     sharding = parallel.data_sharding(mesh)
     models_kw = dict(generator=self.generator, critic=self.critic, nz=config.model.nz,
                      batch_sharding=sharding)
-    self._critic_steps = jax.jit(functools.partial(
+    self._critic_steps = ops.jit(functools.partial(
         critic_steps, take=take, critic_tx=self.critic_tx, loss=config.loss,
         clip_value=config.clip_value, gp_weight=config.gp_weight, **models_kw),
         donate_argnums=(0,))
-    self._generator_step = jax.jit(functools.partial(
+    self._generator_step = ops.jit(functools.partial(
         generator_iteration_end, gen_tx=self.gen_tx,
         batch_size=config.gen_batch_size or config.batch_size, **models_kw),
         donate_argnums=(0,))
-    self._generate = jax.jit(functools.partial(generate, generator=self.generator))
+    self._generate = ops.jit(functools.partial(generate, generator=self.generator))
     self._start_phase = jax.jit(
         functools.partial(start_phase, gen_tx=self.gen_tx, critic_tx=self.critic_tx),
         out_shardings=parallel.replicated(mesh), donate_argnums=(0,))
