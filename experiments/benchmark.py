@@ -322,8 +322,8 @@ def print_table(results: list[dict]) -> None:
   print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
   for row in rows:
     print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
-  print(f"devices: {results[0]['devices']} (jax {jax.__version__}, {cpu_name()})",
-        flush=True)
+  print(f"devices: {results[0]['devices']} (jax {jax.__version__}, {cpu_name()}); XLA "
+        f"options: {results[0].get('xla_options', 'jaxgan')}", flush=True)
   torch_rows = [row for r in results for row in r.get("torch", [])]
   if torch_rows:
     import torch  # pylint: disable=import-outside-toplevel  (already imported by run_torch)

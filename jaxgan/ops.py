@@ -495,20 +495,20 @@ def conv_census(hlo: str) -> dict[str, list[int]]:
 # does not know it gets no options, never an error.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
 
-# None: CPU_COMPILER_OPTIONS on the CPU backend where XLA accepts them; False: none
-# (benchmarks and tests compare the two). Read when a step is jitted.
-_compiler_options_enabled: bool | None = None
+# True inside `xla_defaults` (benchmarks and tests compare the two). Read when a step is
+# jitted.
+_xla_defaults = False
 
 
 @contextlib.contextmanager
 def xla_defaults() -> Iterator[None]:
   """Within the block, `jit` passes no compiler options: XLA's own defaults."""
-  global _compiler_options_enabled
-  previous, _compiler_options_enabled = _compiler_options_enabled, False
+  global _xla_defaults
+  previous, _xla_defaults = _xla_defaults, True
   try:
     yield
   finally:
-    _compiler_options_enabled = previous
+    _xla_defaults = previous
 
 
 @functools.cache
@@ -522,8 +522,7 @@ def _cpu_options_accepted() -> bool:
 
 def compiler_options() -> dict:
   """The XLA options jaxgan compiles its steps with on this backend ({} off the CPU)."""
-  if (_compiler_options_enabled is False or jax.default_backend() != "cpu"
-      or not _cpu_options_accepted()):
+  if _xla_defaults or jax.default_backend() != "cpu" or not _cpu_options_accepted():
     return {}
   return dict(CPU_COMPILER_OPTIONS)
 

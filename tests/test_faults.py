@@ -127,7 +127,6 @@ def test_signal_mid_epoch_logs_the_partial_epoch_and_checkpoints(tmp_path):
   ckpt.close()
 
 
-
 # Long runs (they would take hours), so the signal always lands mid-training; each saves a
 # checkpoint early. After the signal, the resumed run and the straight one both stop a
 # few steps past the interrupted run's checkpoint.
