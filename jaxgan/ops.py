@@ -37,9 +37,13 @@ PATCHES_MIN_CONTRACTION = 1024
 PATCHES_MAX_TAPS = 49
 
 # Kernel gradients of 'canonical' convs over inputs of at least this many channels, with
-# at most this many output pixels per image, run as `kernel_gradient_taps`: measured on
-# XLA:CPU 1.2-1.8x faster than its conv (critic 32x32 64->64, Darknet 16x16 and 8x8);
-# 3-channel inputs and 128x128 maps at batch 1 are faster as a conv.
+# at most this many output pixels per image, run as `kernel_gradient_taps` when a step is
+# compiled with XLA's defaults, which hand convolutions to YNNPACK: there the taps were
+# 1.2-1.8x faster than the conv (critic 32x32 64->64, Darknet 16x16 and 8x8); 3-channel
+# inputs and 128x128 maps at batch 1 are faster as a conv. With `compiler_options`, XLA
+# runs convs with its own Eigen kernels, whose kernel gradient beats the taps in every
+# whole training step measured (WGAN iteration 1.23x, CycleGAN 1.13x, Darknet CIFAR
+# 1.11x, Fashion-MNIST Darknet 1.06x; docs/cpu_convolutions.md), so the taps are not used.
 TAPS_MIN_CHANNELS = 16
 TAPS_MAX_OUTPUT_PIXELS = 1024
 
@@ -171,7 +175,7 @@ def _conv_canonical_bwd(geometry, residuals, ct):
   # Kernel gradient: input channels play the batch, the batch is summed as features,
   # the cotangent is the window (dilated by the strides).
   if (all(d == 1 for d in ldil) and lhs.shape[-1] >= TAPS_MIN_CHANNELS
-      and np.prod(ct.shape[1:-1]) <= TAPS_MAX_OUTPUT_PIXELS):
+      and np.prod(ct.shape[1:-1]) <= TAPS_MAX_OUTPUT_PIXELS and not compiler_options()):
     return dx, kernel_gradient_taps(lhs, ct, rhs.shape[:nsp], strides, pads, rdil,
                                     precision=precision)
   dw = route_again(jnp.swapaxes(lhs, 0, -1), jnp.moveaxis(ct, 0, -2), rdil,
@@ -344,7 +348,8 @@ def route(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation=None,
   * a 1x1 window: 'patches', i.e. one matmul, which XLA:CPU runs ~2x faster;
   * otherwise 'canonical': lax's conv, its gradient convs channels-last (so XLA:CPU
     runs them with Eigen inside loops too) and each routed by these same rules; its
-    kernel gradient is `kernel_gradient_taps` where that is faster (TAPS_*).
+    kernel gradient is `kernel_gradient_taps` where that is faster (TAPS_*: only when
+    compiled without `compiler_options`).
   On every other backend, and for other layouts or grouped convs: 'lax'.
   """
   if _forced is not None:

@@ -1,6 +1,7 @@
 """jaxgan.ops: each formulation equals lax's convolution, values and gradients; the router
 picks one only for what XLA:CPU runs badly; the routed Flax layers keep Flax's parameters."""
 
+import contextlib
 import functools
 import zlib
 
@@ -35,7 +36,8 @@ CASES = {
     "convT_s3_asym": ((2, 3, 3, 3), (4, 4, 3, 2), (1, 1), ((1, 0), (3, 2)), (3, 3)),
     "convT_1x1_s2": ((2, 3, 3, 3), (1, 1, 3, 2), (1, 1), ((0, 0), (0, 0)), (2, 2)),
     "convT_1x1_to_4x4": ((2, 1, 1, 6), (4, 4, 6, 3), (1, 1), ((3, 3), (3, 3)), None),
-    # 16 input channels: canonical's kernel gradient runs as ops.kernel_gradient_taps.
+    # 16 input channels: compiled with XLA's defaults, canonical's kernel gradient runs as
+    # ops.kernel_gradient_taps ('canonical_taps').
     "3x3_wide": ((2, 5, 6, 16), (3, 3, 16, 4), (1, 1), ((1, 1), (1, 1)), None),
     "4x4_s2_wide_asym": ((2, 7, 6, 16), (4, 4, 16, 3), (2, 1), ((1, 2), (-1, 1)), None),
 }
@@ -53,9 +55,10 @@ FORMULATIONS = {
     "phases": lambda x, w, strides, padding, ldil: ops.conv_phases(x, w, padding, ldil),
     "subpixel": lambda x, w, strides, padding, ldil: ops.conv_subpixel(x, w, padding, ldil),
 }
-# Phases need a dilated input (a transposed conv) at stride 1.
-PAIRS = [(name, f) for name in sorted(CASES) for f in FORMULATIONS
-         if f in ("canonical", "patches") or CASES[name][4] is not None]
+# Phases need a dilated input (a transposed conv) at stride 1; the taps, wide inputs.
+PAIRS = ([(name, f) for name in sorted(CASES) for f in FORMULATIONS
+          if f in ("canonical", "patches") or CASES[name][4] is not None]
+         + [(name, "canonical_taps") for name in sorted(CASES) if "wide" in name])
 
 
 def _value_and_grads(conv, x, w, ct):
@@ -70,13 +73,16 @@ def test_formulation_equals_lax_values_and_gradients(name, formulation):
   x, w = jax.random.normal(kx, xs), jax.random.normal(kw, ws)
   ref = lambda x, w: lax.conv_general_dilated(x, w, strides, padding, lhs_dilation=ldil,
                                               dimension_numbers=DN)
-  new = lambda x, w: FORMULATIONS[formulation](x, w, strides, padding, ldil)
+  new = lambda x, w: FORMULATIONS[formulation.removesuffix("_taps")](x, w, strides, padding,
+                                                                     ldil)
   y_shape = jax.eval_shape(ref, x, w).shape
   ct = jax.random.normal(kc, y_shape)
   # jit: op by op, each distinct slice and pad would compile on its own.
   reference = jax.jit(functools.partial(_value_and_grads, ref))
   want = reference(x, w, ct)
-  got = jax.jit(functools.partial(_value_and_grads, new))(x, w, ct)
+  # The taps serve steps compiled without jaxgan's options (read when the gradient traces).
+  with ops.xla_defaults() if formulation == "canonical_taps" else contextlib.nullcontext():
+    got = jax.jit(functools.partial(_value_and_grads, new))(x, w, ct)
   # Every result is a sum of products, rounded by both sides: |error| <= 2 n eps sum|terms|,
   # n its length (output: taps*C_in; input grad: taps*C_out; kernel grad: N*pixels), the
   # sums of |terms| being the same maps applied to |x|, |w|, |ct|.
@@ -107,6 +113,35 @@ def test_kernel_gradient_taps_equals_lax(strides, padding, rdil):
                   w)[1](jnp.abs(ct))[0]
   assert got.shape == want.shape
   assert bool(jnp.all(jnp.abs(got - want) <= 2 * y.size / 4 * EPS * terms + 1e-30))
+
+
+def test_kernel_gradient_is_taps_only_without_the_compiler_options():
+  # With jaxgan's options XLA:CPU's own (Eigen) kernel gradient is the faster one; with
+  # XLA's defaults (YNNPACK convs) the taps are: one dot per kernel tap.
+  x, w = jnp.zeros((2, 8, 8, ops.TAPS_MIN_CHANNELS)), jnp.zeros((3, 3, ops.TAPS_MIN_CHANNELS, 4))
+  geometry = ((1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), None)
+
+  def dots_in_kernel_gradient():
+    grad = jax.grad(lambda w: jnp.sum(ops.conv_canonical(x, w, geometry)))
+    # A new function each time: make_jaxpr would reuse an earlier trace.
+    jaxpr = jax.make_jaxpr(lambda w: grad(w))(w)
+    return sum(e.primitive.name == "dot_general" for e in _all_eqns(jaxpr.jaxpr))
+
+  with ops.xla_defaults():
+    assert dots_in_kernel_gradient() == 9
+  assert dots_in_kernel_gradient() == (0 if ops.compiler_options() else 9)
+  if jax.default_backend() == "cpu":
+    assert ops.compiler_options()
+
+
+def _all_eqns(jaxpr):
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          yield from _all_eqns(inner)
 
 
 def _route(xs, ws, strides, padding, ldil=None, backend="cpu", **kw):
@@ -216,8 +251,10 @@ def test_routed_layers_keep_flax_auto_names():
   assert sorted(params) == ["ConvTranspose_0", "Conv_0"]
 
 
-@pytest.mark.parametrize("channels", [3, ops.TAPS_MIN_CHANNELS])  # conv / taps kernel grad
-def test_canonical_second_derivative_equals_lax(channels):
+# Kernel gradient as a conv (3 channels; 16 with jaxgan's options) and as taps.
+@pytest.mark.parametrize("channels,xla_defaults", [(3, False), (ops.TAPS_MIN_CHANNELS, False),
+                                                   (ops.TAPS_MIN_CHANNELS, True)])
+def test_canonical_second_derivative_equals_lax(channels, xla_defaults):
   # WGAN-GP differentiates a gradient norm: reverse over reverse through the conv.
   x = jax.random.normal(jax.random.key(0), (2, 6, 6, channels))
   w = jax.random.normal(jax.random.key(1), (4, 4, channels, 5))
@@ -230,19 +267,13 @@ def test_canonical_second_derivative_equals_lax(channels):
     return jnp.sum(g ** 2)
 
   want = jax.jit(jax.grad(functools.partial(penalty, ref)))(w)
-  got = jax.jit(jax.grad(functools.partial(penalty, new)))(w)
+  with ops.xla_defaults() if xla_defaults else contextlib.nullcontext():
+    got = jax.jit(jax.grad(functools.partial(penalty, new)))(w)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
 
 
 def _conv_eqns(jaxpr):
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "conv_general_dilated":
-      yield eqn
-    for value in eqn.params.values():  # sub-jaxprs: scan bodies, custom_vjp, pjit
-      for sub in value if isinstance(value, (tuple, list)) else (value,):
-        inner = getattr(sub, "jaxpr", sub)
-        if hasattr(inner, "eqns"):
-          yield from _conv_eqns(inner)
+  return (e for e in _all_eqns(jaxpr) if e.primitive.name == "conv_general_dilated")
 
 
 def test_gradient_convs_inside_scan_are_channels_last():
