@@ -16,6 +16,8 @@ jitted on its own, forward and forward+backward (gradients wrt input and kernel)
   subpixel  ``jaxgan.ops.conv_subpixel`` for a dilated input (else lax);
   routed    ``jaxgan.ops.conv_general_dilated``: the rule the models use (column "route").
 
+Every program is compiled as jaxgan compiles its training steps (``ops.jit``: with
+``ops.compiler_options``); ``--xla_defaults`` compiles with XLA's own defaults instead.
 GFLOP/s count useful multiply-adds only (taps that land on padding or on the holes of a
 dilated input are excluded) x2; forward+backward counts three times the forward's. The
 ``slow`` column counts convolutions that XLA leaves in a layout its Eigen kernels cannot
@@ -26,6 +28,7 @@ The last line per network sums the convs' times, each times its count.
 """
 
 import collections
+import contextlib
 import functools
 import json
 import os
@@ -45,6 +48,7 @@ flags.DEFINE_list("variants", ["lax", "patches", "routed"],
 flags.DEFINE_float("budget", 1.5, "Seconds of timed runs per convolution (at least 3 "
                    "rounds unless one round takes more than 4 budgets).")
 flags.DEFINE_string("json", None, "Also write the rows here.")
+flags.DEFINE_boolean("xla_defaults", False, "Compile without jaxgan's XLA options.")
 FLAGS = flags.FLAGS
 
 
@@ -230,8 +234,9 @@ def _programs(fn, conv: Conv):
     out, vjp = jax.vjp(f, x, w)
     return out, vjp(ct)
 
-  return (jax.jit(f).lower(x, w).compile(),
-          jax.jit(fwd_bwd).lower(x, w, jax.ShapeDtypeStruct(y.shape, y.dtype)).compile(),
+  # Compiled as the models' steps are: with jaxgan's XLA options (ops.jit).
+  return (ops.jit(f).lower(x, w).compile(),
+          ops.jit(fwd_bwd).lower(x, w, jax.ShapeDtypeStruct(y.shape, y.dtype)).compile(),
           y.shape)
 
 
@@ -270,8 +275,14 @@ def time_conv(conv: Conv, variants, budget: float):
 def main(argv):
   del argv
   systems = FLAGS.systems or list(SYSTEMS)
+  with ops.xla_defaults() if FLAGS.xla_defaults else contextlib.nullcontext():
+    survey(systems)
+
+
+def survey(systems):
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
-        f"{os.cpu_count()} CPUs, load {os.getloadavg()}", flush=True)
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()}, "
+        f"XLA options {ops.compiler_options() or 'defaults'}", flush=True)
   rows = []
   for system in systems:
     title, build = SYSTEMS[system]
