@@ -30,6 +30,11 @@ sets two environment variables unless they are set already: on a GPU, jaxgan pre
 OpenMP threads sleep instead of spinning at barriers (``OMP_WAIT_POLICY=PASSIVE``), which
 on a CPU shared with other jobs nearly doubled PyTorch's speed here.
 
+``--rounds R``: jaxgan's step and PyTorch's are timed in R alternating rounds of
+``--steps`` each, both kept built meanwhile; the figures are each one's median round, and
+the footer gives the spread of the per-round ratios. On a machine whose speed drifts over
+minutes (this project's CPU VMs), one round of each, minutes apart, can be off by 30%.
+
 ``--cpu_sizes``: the sizes issue 10 names for comparing on a CPU, fp32 throughout:
 Darknet (the cifar10 config) on 32x32 at batch 64; a WGAN generator iteration (the lsun
 config) at 64x64 with critic and generator batches of 64; one CycleGAN iteration (the horse2zebra
@@ -58,7 +63,9 @@ from jaxgan.train import cyclegan, darknet, wgan
 
 flags.DEFINE_integer("batch", None, "Global batch size (default: the config's).")
 flags.DEFINE_enum("precision", None, ["fp32", "bf16", "fp16"], "Compute precision.")
-flags.DEFINE_integer("steps", 30, "Timed steps after the warm-up.")
+flags.DEFINE_integer("steps", 30, "Timed steps after the warm-up, per round.")
+flags.DEFINE_integer("rounds", 1, "Time jaxgan and PyTorch in this many alternating rounds "
+                     "of --steps each and report medians (for machines whose speed drifts).")
 flags.DEFINE_string("variant", None, "Config variant (default: the system's main one).")
 flags.DEFINE_boolean("torch", None, "Add PyTorch rows (default: when torch is importable).")
 flags.DEFINE_boolean("cpu_sizes", False, "The lesson's sizes for a CPU, fp32 (see above).")
@@ -199,25 +206,28 @@ def peak_memory_bytes():
 
 def run(name: str, variant=None, batch=None, precision=None, steps: int = 30,
         overrides: dict | None = None, with_torch: bool = False,
-        xla_defaults: bool = False) -> dict:
+        xla_defaults: bool = False, rounds: int = 1) -> dict:
   """Times ``steps`` training steps of a system's config variant; returns the figures.
 
   Args:
     name: a key of ``SYSTEMS``.
     variant: the config variant (default: the system's main one).
     batch, precision: override the config's batch size / precision (None: keep).
-    steps: timed steps after 3 warm-up steps.
+    steps: timed steps per round, after 3 warm-up steps.
     overrides: more config fields, dotted names for nested ones (``CPU_SIZES``), set
       before ``batch`` and ``precision``.
-    with_torch: also time the PyTorch version of the step (``run_torch``), eager and, on
-      a CUDA GPU, compiled.
+    with_torch: also time the PyTorch version of the step (``torch_steps``), eager and,
+      on a CUDA GPU, compiled.
     xla_defaults: compile without ``jaxgan.ops.compiler_options`` (XLA's defaults).
+    rounds: jaxgan and each PyTorch step take turns this many times; step times are
+      each one's median round.
 
   Returns:
     jaxgan's figures (benchmark, variant, devices, precision, global_batch,
     images_per_sec, step_ms, compile_s, peak_memory_gib, tflops_per_sec, share_of_peak,
-    impl) and, with ``with_torch``, "torch": the PyTorch rows, each with its
-    ``vs_torch`` (jaxgan's images/s over the row's).
+    impl, rounds) and, with ``with_torch``, "torch": the PyTorch rows, each with its
+    ``vs_torch`` (jaxgan's images/s over the row's) and ``vs_torch_rounds`` (the same
+    ratio in each round).
   """
   configs, default, setup = SYSTEMS[name]
   config = with_overrides(configs.get_config(variant or default), overrides,
@@ -227,11 +237,18 @@ def run(name: str, variant=None, batch=None, precision=None, steps: int = 30,
   for _ in range(3):  # warm-up: first calls allocate
     carry = step(carry)
   jax.block_until_ready(carry)
-  start = time.perf_counter()
-  for _ in range(steps):
-    carry = step(carry)
-  jax.block_until_ready(carry)
-  step_time = (time.perf_counter() - start) / steps
+  mem = peak_memory_bytes()  # before PyTorch shares the device
+  rivals = torch_steps(name, config) if with_torch else []
+  times, rival_times = [], [[] for _ in rivals]
+  for _ in range(rounds):
+    start = time.perf_counter()
+    for _ in range(steps):
+      carry = step(carry)
+    jax.block_until_ready(carry)
+    times.append((time.perf_counter() - start) / steps)
+    for rival, spent in zip(rivals, rival_times):
+      spent.append(rival.time(steps))
+  step_time = float(np.median(times))
   result = {
       "benchmark": name, "variant": variant or default, "impl": "jaxgan",
       "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
@@ -239,8 +256,8 @@ def run(name: str, variant=None, batch=None, precision=None, steps: int = 30,
       "images_per_sec": images_per_step / step_time, "step_ms": 1e3 * step_time,
       "compile_s": compile_time, "peak_memory_gib": None, "tflops_per_sec": None,
       "share_of_peak": None, "xla_options": "defaults" if xla_defaults else "jaxgan",
+      "rounds": rounds,
   }
-  mem = peak_memory_bytes()
   if mem:
     result["peak_memory_gib"] = mem / 2**30
   if flops:
@@ -251,62 +268,85 @@ def run(name: str, variant=None, batch=None, precision=None, steps: int = 30,
     if peak:
       result["share_of_peak"] = total_flops / step_time / peak
   if with_torch:
-    del step, carry  # free jaxgan's state before PyTorch builds its own
-    result["torch"] = run_torch(name, config, steps, result)
+    result["torch"] = [rival.row(result, spent, times)
+                       for rival, spent in zip(rivals, rival_times)]
+    del rivals
+    release_torch_memory()  # before jaxgan's next system
   return result
 
 
-def run_torch(name: str, config, steps: int, jax_result: dict) -> list[dict]:
-  """The PyTorch rows of one system: eager, and compiled where a CUDA GPU exists.
+def release_torch_memory() -> None:
+  import torch  # pylint: disable=import-outside-toplevel  (optional; imported already)
+  if torch.cuda.is_available():
+    torch.cuda.empty_cache()
 
-  ``config`` is the one jaxgan's step was built from. A config the PyTorch reference
-  does not cover (another model, WGAN-GP) gives no rows and a note on stderr.
-  """
-  import torch  # pylint: disable=import-outside-toplevel  (optional)
-  from experiments import torch_reference  # pylint: disable=import-outside-toplevel
 
-  device = torch_reference.default_device()
-  cuda = device.type == "cuda"
-  sync = torch.cuda.synchronize if cuda else (lambda: None)
-  rows = []
-  for impl, compiled in [("pytorch-eager", False)] + ([("pytorch-compile", True)] if cuda
-                                                        else []):
-    try:
-      step, images_per_step = torch_reference.STEPS[name](config, compile=compiled,
-                                                          device=device)
-    except NotImplementedError as e:
-      print(f"{name}: no PyTorch row: {e}", file=sys.stderr)
-      return rows
+class TorchStep:
+  """One PyTorch version of a system's step, built and warmed up, timed on demand."""
+
+  def __init__(self, name: str, impl: str, config, compiled: bool, device):
+    import torch  # pylint: disable=import-outside-toplevel  (optional)
+    from experiments import torch_reference  # pylint: disable=import-outside-toplevel
+
+    self.name, self.impl, self.config, self.compiled = name, impl, config, compiled
+    cuda = device.type == "cuda"
+    self.sync = torch.cuda.synchronize if cuda else (lambda: None)
+    self.step, self.images_per_step = torch_reference.STEPS[name](
+        config, compile=compiled, device=device)
     if cuda:
       torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    step()  # the first call: allocation, and under torch.compile the compilation
-    sync()
-    first = time.perf_counter() - start
+    self.step()  # the first call: allocation, and under torch.compile the compilation
+    self.sync()
+    self.first = time.perf_counter() - start
     for _ in range(2):  # warm-up to 3 steps, as jaxgan's
-      step()
-    sync()
+      self.step()
+    self.sync()
+    self.peak_memory_gib = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    self.device = (torch.cuda.get_device_name() if cuda else
+                   f"cpu, {torch.get_num_threads()} threads")
+
+  def time(self, steps: int) -> float:
+    """Seconds per step over ``steps`` steps."""
     start = time.perf_counter()
     for _ in range(steps):
-      step()
-    sync()
-    step_time = (time.perf_counter() - start) / steps
-    images_per_sec = images_per_step / step_time
-    rows.append({
-        "benchmark": name, "variant": jax_result["variant"], "impl": impl,
-        "precision": config.precision, "global_batch": images_per_step,
+      self.step()
+    self.sync()
+    return (time.perf_counter() - start) / steps
+
+  def row(self, jax_result: dict, times: list[float], jax_times: list[float]) -> dict:
+    step_time = float(np.median(times))
+    images_per_sec = self.images_per_step / step_time
+    return {
+        "benchmark": self.name, "variant": jax_result["variant"], "impl": self.impl,
+        "precision": self.config.precision, "global_batch": self.images_per_step,
         "images_per_sec": images_per_sec, "step_ms": 1e3 * step_time,
-        "compile_s": first if compiled else None, "tflops_per_sec": None,
-        "share_of_peak": None,
-        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "compile_s": self.first if self.compiled else None, "tflops_per_sec": None,
+        "share_of_peak": None, "peak_memory_gib": self.peak_memory_gib,
         "vs_torch": jax_result["images_per_sec"] / images_per_sec,
-        "device": (torch.cuda.get_device_name() if cuda else
-                   f"cpu, {torch.get_num_threads()} threads"),
-    })
-    del step
-    if cuda:
-      torch.cuda.empty_cache()  # give the memory back before jaxgan's next system
-  return rows
+        # Same images per step on both sides: the ratio of step times, round by round.
+        "vs_torch_rounds": [t / j * jax_result["global_batch"] / self.images_per_step
+                            for t, j in zip(times, jax_times)],
+        "device": self.device,
+    }
+
+
+def torch_steps(name: str, config) -> list[TorchStep]:
+  """The PyTorch versions of one system's step: eager, and compiled on a CUDA GPU.
+
+  ``config`` is the one jaxgan's step was built from. A config the PyTorch reference
+  does not cover (another model, WGAN-GP) gives none and a note on stderr.
+  """
+  from experiments import torch_reference  # pylint: disable=import-outside-toplevel
+
+  device = torch_reference.default_device()
+  kinds = [("pytorch-eager", False)] + ([("pytorch-compile", True)]
+                                        if device.type == "cuda" else [])
+  try:
+    return [TorchStep(name, impl, config, compiled, device) for impl, compiled in kinds]
+  except NotImplementedError as e:
+    print(f"{name}: no PyTorch row: {e}", file=sys.stderr)
+    return []
 
 
 def print_table(results: list[dict]) -> None:
@@ -325,6 +365,11 @@ def print_table(results: list[dict]) -> None:
   print(f"devices: {results[0]['devices']} (jax {jax.__version__}, {cpu_name()}); XLA "
         f"options: {results[0].get('xla_options', 'jaxgan')}", flush=True)
   torch_rows = [row for r in results for row in r.get("torch", [])]
+  if torch_rows and results[0].get("rounds", 1) > 1:
+    print(f"medians of {results[0]['rounds']} alternating rounds; jaxgan / PyTorch per "
+          "round: " + "; ".join(
+              f"{row['benchmark']} {row['impl']} {min(row['vs_torch_rounds']):.2f}-"
+              f"{max(row['vs_torch_rounds']):.2f}" for row in torch_rows), flush=True)
   if torch_rows:
     import torch  # pylint: disable=import-outside-toplevel  (already imported by run_torch)
     print(f"pytorch: {torch.__version__} on {torch_rows[0]['device']}, OMP_WAIT_POLICY="
@@ -365,7 +410,7 @@ def main(argv):
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
   print_table([run(name, variant, FLAGS.batch, FLAGS.precision, FLAGS.steps,
                    CPU_SIZES[name] if FLAGS.cpu_sizes else None, with_torch,
-                   FLAGS.xla_defaults)
+                   FLAGS.xla_defaults, FLAGS.rounds)
                for name in chosen])
   if FLAGS.cpu_sizes:  # the variant column names the config; say what was changed in it
     print("--cpu_sizes: " + "; ".join(

@@ -99,17 +99,24 @@ def test_wgan_step_clamps_the_critic_before_each_critic_step():
 
 
 def test_benchmark_adds_pytorch_rows_with_the_ratio(capsys):
-  result = benchmark.run("darknet", variant="smoke", steps=1, with_torch=True)
+  result = benchmark.run("darknet", variant="smoke", steps=1, with_torch=True, rounds=3)
   (row,) = result["torch"]
   assert row["impl"] == "pytorch-eager" and row["images_per_sec"] > 0
   assert row["vs_torch"] == pytest.approx(result["images_per_sec"] / row["images_per_sec"])
   assert result["impl"] == "jaxgan" and result["images_per_sec"] > 0  # the old keys stay
+  # Three rounds in turns; the reported figures are the median rounds, so the ratio of
+  # medians lies within the per-round ratios' range.
+  assert result["rounds"] == 3 and len(row["vs_torch_rounds"]) == 3
+  assert min(row["vs_torch_rounds"]) <= row["vs_torch"] * (1 + 1e-9)
+  assert max(row["vs_torch_rounds"]) >= row["vs_torch"] * (1 - 1e-9)
   benchmark.print_table([result])
-  header, jax_row, torch_row, devices, versions = capsys.readouterr().out.strip().splitlines()
+  lines = capsys.readouterr().out.strip().splitlines()
+  header, jax_row, torch_row, devices, spread, versions = lines
   assert header.split()[:3] == ["benchmark", "variant", "impl"]
   assert jax_row.split()[:3] == ["darknet", "smoke", "jaxgan"]
   assert torch_row.split()[:3] == ["darknet", "smoke", "pytorch-eager"]
   assert devices.startswith("devices: 1 x") and versions.startswith("pytorch: ")
+  assert spread.startswith("medians of 3 alternating rounds") and "darknet pytorch-eager" in spread
 
 
 def test_cpu_sizes_reach_the_nested_fields():
