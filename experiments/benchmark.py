@@ -5,6 +5,7 @@ r"""Speed of full training steps on whatever devices exist.
   python -m experiments.benchmark cyclegan [--variant horse2zebra]
   python -m experiments.benchmark all          # one table, each system's main config
   python -m experiments.benchmark all --cpu_sizes --steps 3   # the lesson's sizes, fp32
+  python -m experiments.benchmark all --cpu_sizes --steps 2 --rounds 5  # in turns, medians
   python -m experiments.benchmark all --notorch                # jaxgan rows only
   python -m experiments.benchmark all --variant smoke --steps 2  # a quick check
   python -m experiments.benchmark all --cpu_sizes --xla_defaults  # without jaxgan's XLA options
