@@ -105,17 +105,6 @@ SYSTEMS = {
 Conv = collections.namedtuple("Conv", "lhs rhs params")
 
 
-def _conv_eqns(jaxpr):
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "conv_general_dilated":
-      yield eqn
-    for value in eqn.params.values():
-      for sub in value if isinstance(value, (tuple, list)) else (value,):
-        inner = getattr(sub, "jaxpr", sub)
-        if hasattr(inner, "eqns"):
-          yield from _conv_eqns(inner)
-
-
 def collect_convs(net, x, kwargs):
   """Distinct convolutions of one training forward pass, with how often each occurs."""
   variables = jax.eval_shape(lambda x: net.init(jax.random.key(0), x, **kwargs), x)
@@ -124,7 +113,7 @@ def collect_convs(net, x, kwargs):
   with ops.force("lax"):  # the convolutions as Flax asks for them, none rerouted
     jaxpr = jax.make_jaxpr(apply)(variables, x)
   counts = collections.Counter()
-  for eqn in _conv_eqns(jaxpr.jaxpr):
+  for eqn in ops.jaxpr_equations(jaxpr.jaxpr, "conv_general_dilated"):
     params = {k: eqn.params[k] for k in (
         "window_strides", "padding", "lhs_dilation", "rhs_dilation", "dimension_numbers",
         "feature_group_count", "batch_group_count")}

@@ -449,6 +449,19 @@ def conv_transpose(lhs, rhs, strides, padding, rhs_dilation=None, transpose_kern
 
 # --------------------------------------------------------------------- inspecting programs
 
+def jaxpr_equations(jaxpr, primitive: str | None = None) -> Iterator:
+  """The equations of a jaxpr and of every jaxpr inside it (scan and while bodies,
+  custom_vjp, pjit), or only those of one ``primitive``: what a function traced to."""
+  for eqn in jaxpr.eqns:
+    if primitive is None or eqn.primitive.name == primitive:
+      yield eqn
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          yield from jaxpr_equations(inner, primitive)
+
+
 _EIGEN_LAYOUT = re.compile(r"dim_labels=b0?1?2?f_0?1?2?io->b0?1?2?f")
 
 

@@ -125,23 +125,13 @@ def test_kernel_gradient_is_taps_only_without_the_compiler_options():
     grad = jax.grad(lambda w: jnp.sum(ops.conv_canonical(x, w, geometry)))
     # A new function each time: make_jaxpr would reuse an earlier trace.
     jaxpr = jax.make_jaxpr(lambda w: grad(w))(w)
-    return sum(e.primitive.name == "dot_general" for e in _all_eqns(jaxpr.jaxpr))
+    return sum(1 for _ in ops.jaxpr_equations(jaxpr.jaxpr, "dot_general"))
 
   with ops.xla_defaults():
     assert dots_in_kernel_gradient() == 9
   assert dots_in_kernel_gradient() == (0 if ops.compiler_options() else 9)
   if jax.default_backend() == "cpu":
     assert ops.compiler_options()
-
-
-def _all_eqns(jaxpr):
-  for eqn in jaxpr.eqns:
-    yield eqn
-    for value in eqn.params.values():
-      for sub in value if isinstance(value, (tuple, list)) else (value,):
-        inner = getattr(sub, "jaxpr", sub)
-        if hasattr(inner, "eqns"):
-          yield from _all_eqns(inner)
 
 
 def _route(xs, ws, strides, padding, ldil=None, backend="cpu", **kw):
@@ -272,8 +262,8 @@ def test_canonical_second_derivative_equals_lax(channels, xla_defaults):
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
 
 
-def _conv_eqns(jaxpr):
-  return (e for e in _all_eqns(jaxpr) if e.primitive.name == "conv_general_dilated")
+def _convs(closed_jaxpr):
+  return ops.jaxpr_equations(closed_jaxpr.jaxpr, "conv_general_dilated")
 
 
 def test_gradient_convs_inside_scan_are_channels_last():
@@ -290,12 +280,12 @@ def test_gradient_convs_inside_scan_are_channels_last():
 
   jaxpr = jax.make_jaxpr(steps)(w, jnp.zeros((2, 5, 16, 16, 4)))
   specs = {(e.params["dimension_numbers"].lhs_spec, e.params["dimension_numbers"].rhs_spec,
-            e.params["dimension_numbers"].out_spec) for e in _conv_eqns(jaxpr.jaxpr)}
+            e.params["dimension_numbers"].out_spec) for e in _convs(jaxpr)}
   assert specs == {((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))}  # NHWC, HWIO, NHWC
   with ops.force("lax"):  # JAX's own gradient convs use other orders
     # A new function: make_jaxpr would reuse its trace of `steps` from above.
     jaxpr = jax.make_jaxpr(lambda w, xs: steps(w, xs))(w, jnp.zeros((2, 5, 16, 16, 4)))
-  assert len({e.params["dimension_numbers"] for e in _conv_eqns(jaxpr.jaxpr)}) > 1
+  assert len({e.params["dimension_numbers"] for e in _convs(jaxpr)}) > 1
 
 
 # ----------------------------------------------------------------------------- compiling
