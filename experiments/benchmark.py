@@ -64,9 +64,10 @@ from jaxgan.train import cyclegan, darknet, wgan
 
 flags.DEFINE_integer("batch", None, "Global batch size (default: the config's).")
 flags.DEFINE_enum("precision", None, ["fp32", "bf16", "fp16"], "Compute precision.")
-flags.DEFINE_integer("steps", 30, "Timed steps after the warm-up, per round.")
+flags.DEFINE_integer("steps", 30, "Timed steps after the warm-up, per round.", lower_bound=1)
 flags.DEFINE_integer("rounds", 1, "Time jaxgan and PyTorch in this many alternating rounds "
-                     "of --steps each and report medians (for machines whose speed drifts).")
+                     "of --steps each and report medians (for machines whose speed drifts).",
+                     lower_bound=1)
 flags.DEFINE_string("variant", None, "Config variant (default: the system's main one).")
 flags.DEFINE_boolean("torch", None, "Add PyTorch rows (default: when torch is importable).")
 flags.DEFINE_boolean("cpu_sizes", False, "The lesson's sizes for a CPU, fp32 (see above).")
@@ -372,7 +373,7 @@ def print_table(results: list[dict]) -> None:
               f"{row['benchmark']} {row['impl']} {min(row['vs_torch_rounds']):.2f}-"
               f"{max(row['vs_torch_rounds']):.2f}" for row in torch_rows), flush=True)
   if torch_rows:
-    import torch  # pylint: disable=import-outside-toplevel  (already imported by run_torch)
+    import torch  # pylint: disable=import-outside-toplevel  (already imported by torch_steps)
     print(f"pytorch: {torch.__version__} on {torch_rows[0]['device']}, OMP_WAIT_POLICY="
           f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}", flush=True)
 
