@@ -208,7 +208,7 @@ def peak_memory_bytes():
 
 def run(name: str, variant=None, batch=None, precision=None, steps: int = 30,
         overrides: dict | None = None, with_torch: bool = False,
-        xla_defaults: bool = False, rounds: int = 1) -> dict:
+        xla_defaults: bool = False, rounds: int = 1, torch_compile: bool = True) -> dict:
   """Times ``steps`` training steps of a system's config variant; returns the figures.
 
   Args:
@@ -223,6 +223,8 @@ def run(name: str, variant=None, batch=None, precision=None, steps: int = 30,
     xla_defaults: compile without ``jaxgan.ops.compiler_options`` (XLA's defaults).
     rounds: jaxgan and each PyTorch step take turns this many times; step times are
       each one's median round.
+    torch_compile: with ``with_torch`` on a CUDA GPU, also the ``torch.compile`` row
+      (its compilation takes a minute or more per system).
 
   Returns:
     jaxgan's figures (benchmark, variant, devices, precision, global_batch,
@@ -240,7 +242,7 @@ def run(name: str, variant=None, batch=None, precision=None, steps: int = 30,
     carry = step(carry)
   jax.block_until_ready(carry)
   mem = peak_memory_bytes()  # before PyTorch shares the device
-  rivals = torch_steps(name, config) if with_torch else []
+  rivals = torch_steps(name, config, torch_compile) if with_torch else []
   times, rival_times = [], [[] for _ in rivals]
   for _ in range(rounds):
     start = time.perf_counter()
@@ -333,8 +335,9 @@ class TorchStep:
     }
 
 
-def torch_steps(name: str, config) -> list[TorchStep]:
-  """The PyTorch versions of one system's step: eager, and compiled on a CUDA GPU.
+def torch_steps(name: str, config, compiled: bool = True) -> list[TorchStep]:
+  """The PyTorch versions of one system's step: eager, and compiled on a CUDA GPU
+  (unless ``compiled`` is False).
 
   ``config`` is the one jaxgan's step was built from. A config the PyTorch reference
   does not cover (another model, WGAN-GP) gives none and a note on stderr.
@@ -343,7 +346,7 @@ def torch_steps(name: str, config) -> list[TorchStep]:
 
   device = torch_reference.default_device()
   kinds = [("pytorch-eager", False)] + ([("pytorch-compile", True)]
-                                        if device.type == "cuda" else [])
+                                        if compiled and device.type == "cuda" else [])
   try:
     return [TorchStep(name, impl, config, compiled, device) for impl, compiled in kinds]
   except NotImplementedError as e:
@@ -378,6 +381,22 @@ def print_table(results: list[dict]) -> None:
           f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}", flush=True)
 
 
+def share_with_torch() -> None:
+  """Sets the environment for timing PyTorch beside jaxgan, unless set already.
+
+  Call before JAX first touches a GPU and before torch is imported.
+  """
+  if not any(k in os.environ for k in ("XLA_PYTHON_CLIENT_MEM_FRACTION",
+                                       "XLA_PYTHON_CLIENT_PREALLOCATE")):
+    # JAX's default 75% preallocation would leave PyTorch a quarter of the card. No
+    # effect on CPUs.
+    os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = "0.45"
+  # Read when torch loads libgomp. Its threads spin at every barrier by default; on a
+  # CPU shared with other jobs a descheduled thread then stalls each op: measured here,
+  # Darknet at batch 64 ran at 7-10 images/s spinning, 14 passive.
+  os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def cpu_name() -> str:
   """The host CPU's model name (Linux), else the machine type: CPU figures depend on it."""
   try:
@@ -400,16 +419,8 @@ def main(argv):
   with_torch = torch_available() if FLAGS.torch is None else FLAGS.torch
   if with_torch and not torch_available():
     raise app.UsageError("--torch needs PyTorch: pip install torch (or drop --torch)")
-  if with_torch and not any(k in os.environ for k in ("XLA_PYTHON_CLIENT_MEM_FRACTION",
-                                                       "XLA_PYTHON_CLIENT_PREALLOCATE")):
-    # Read when JAX first touches a GPU (not yet): JAX's default 75% preallocation would
-    # leave PyTorch a quarter of the card. No effect on CPUs.
-    os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = "0.45"
   if with_torch:
-    # Read when torch loads libgomp (not yet). Its threads spin at every barrier by
-    # default; on a CPU shared with other jobs a descheduled thread then stalls each op:
-    # measured here, Darknet at batch 64 ran at 7-10 images/s spinning, 14 passive.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    share_with_torch()
   print_table([run(name, variant, FLAGS.batch, FLAGS.precision, FLAGS.steps,
                    CPU_SIZES[name] if FLAGS.cpu_sizes else None, with_torch,
                    FLAGS.xla_defaults, FLAGS.rounds)
