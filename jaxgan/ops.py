@@ -1,10 +1,11 @@
-"""A convolution that steps around XLA:CPU's slow cases (issue 10).
+"""A convolution that steps around XLA's slow cases on CPUs and GPUs (issue 10).
 
 ``conv_general_dilated`` is a drop-in for ``lax.conv_general_dilated``. On the CPU
 backend it reformulates the convolutions XLA:CPU runs badly (``route`` says which, and
-why) with the same numbers and gradients; everywhere else it is ``lax.conv_general_dilated``
-itself. The decision is made at trace time from static shapes. docs/cpu_convolutions.md
-has the measurements behind it.
+why) with the same numbers and gradients; on a GPU it gives convs with a few channels
+zero channels up to a multiple of 8; elsewhere it is ``lax.conv_general_dilated`` itself.
+The decision is made at trace time from static shapes. docs/cpu_convolutions.md and
+docs/gpu.md have the measurements behind it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-FORMULATIONS = ("lax", "canonical", "patches", "phases", "subpixel")
+FORMULATIONS = ("lax", "canonical", "patches", "phases", "subpixel", "padded")
+
+# On a GPU, convs whose input or output channels are not a multiple of this run as
+# 'padded': zero channels added up to the multiple, which leave the result unchanged.
+# cuDNN's tensor-core kernels want multiples of 8 in 16-bit types; without them it fell
+# back, on an H200 in bf16, to kernels that spent 32 ms of CycleGAN's 52 ms iteration on
+# the generators' 7x7 convs from and to 3 channels (~0.3 TFLOP/s; docs/gpu.md).
+GPU_CHANNEL_MULTIPLE = 8
 
 # A transposed conv with at most this many output channels x phases runs as one conv
 # (conv_subpixel) rather than one per phase (conv_phases): measured on XLA:CPU, four
@@ -54,10 +62,12 @@ _forced: str | None = None
 
 @contextlib.contextmanager
 def force(formulation: str | None) -> Iterator[None]:
-  """Within the block, traces every routed conv as ``formulation`` ('lax' or 'patches')."""
+  """Within the block, traces every routed conv as ``formulation`` ('lax', 'patches' or
+  'padded')."""
   global _forced
-  if formulation not in (None, "lax", "patches"):
-    raise ValueError(f"formulation must be None, 'lax' or 'patches', got {formulation!r}")
+  if formulation not in (None, "lax", "patches", "padded"):
+    raise ValueError("formulation must be None, 'lax', 'patches' or 'padded', got "
+                     f"{formulation!r}")
   previous, _forced = _forced, formulation
   try:
     yield
@@ -350,6 +360,8 @@ def route(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation=None,
     runs them with Eigen inside loops too) and each routed by these same rules; its
     kernel gradient is `kernel_gradient_taps` where that is faster (TAPS_*: only when
     compiled without `compiler_options`).
+  On a GPU, channels-last convs without groups whose input or output channels are not a
+  multiple of ``GPU_CHANNEL_MULTIPLE``: 'padded'.
   On every other backend, and for other layouts or grouped convs: 'lax'.
   """
   if _forced is not None:
@@ -357,8 +369,13 @@ def route(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation=None,
   backend = backend or jax.default_backend()
   nsp = len(lhs_shape) - 2
   dn = lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers)
-  if (backend != "cpu" or feature_group_count != 1 or batch_group_count != 1
+  if (feature_group_count != 1 or batch_group_count != 1
       or not _channels_last(dn, len(lhs_shape))):
+    return "lax"
+  if backend in ("gpu", "cuda", "rocm"):
+    odd = any(c % GPU_CHANNEL_MULTIPLE for c in rhs_shape[-2:])
+    return "padded" if odd else "lax"
+  if backend != "cpu":
     return "lax"
   strides = _tuple(window_strides, nsp)
   ldil, rdil = _tuple(lhs_dilation, nsp), _tuple(rhs_dilation, nsp)
@@ -404,11 +421,33 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
         feature_group_count=feature_group_count, batch_group_count=batch_group_count,
         precision=precision, preferred_element_type=preferred_element_type)
+  if how == "padded":
+    return conv_padded_channels(lhs, rhs, window_strides, padding, lhs_dilation,
+                                rhs_dilation, precision, preferred_element_type)
   if how == "patches":
     return conv_patches(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                         precision, preferred_element_type)
   split = conv_phases if how == "phases" else conv_subpixel
   return split(lhs, rhs, padding, lhs_dilation, precision, preferred_element_type)
+
+
+def conv_padded_channels(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, precision=None, preferred_element_type=None,
+                         multiple: int = GPU_CHANNEL_MULTIPLE):
+  """A channels-last conv with input and output channels zero-padded to ``multiple``.
+
+  The added input channels meet zero weights and the added outputs are cut off, so the
+  result, and through pad and slice the gradients, are lax's.
+  """
+  pad_in, pad_out = (-c % multiple for c in rhs.shape[-2:])
+  nsp = lhs.ndim - 2
+  lhs = jnp.pad(lhs, [(0, 0)] * (nsp + 1) + [(0, pad_in)])
+  rhs = jnp.pad(rhs, [(0, 0)] * nsp + [(0, pad_in), (0, pad_out)])
+  out = lax.conv_general_dilated(
+      lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+      rhs_dilation=rhs_dilation, dimension_numbers=_channels_last_spec(nsp),
+      precision=precision, preferred_element_type=preferred_element_type)
+  return out[..., :out.shape[-1] - pad_out]
 
 
 def _transpose_padding(k: int, s: int, padding: str) -> tuple[int, int]:

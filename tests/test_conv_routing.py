@@ -54,10 +54,12 @@ FORMULATIONS = {
                                                                      ldil),
     "phases": lambda x, w, strides, padding, ldil: ops.conv_phases(x, w, padding, ldil),
     "subpixel": lambda x, w, strides, padding, ldil: ops.conv_subpixel(x, w, padding, ldil),
+    "padded": lambda x, w, strides, padding, ldil: ops.conv_padded_channels(
+        x, w, strides, padding, ldil),
 }
 # Phases need a dilated input (a transposed conv) at stride 1; the taps, wide inputs.
 PAIRS = ([(name, f) for name in sorted(CASES) for f in FORMULATIONS
-          if f in ("canonical", "patches") or CASES[name][4] is not None]
+          if f in ("canonical", "patches", "padded") or CASES[name][4] is not None]
          + [(name, "canonical_taps") for name in sorted(CASES) if "wide" in name])
 
 
@@ -182,9 +184,36 @@ def test_route_keeps_lax_convs_elsewhere():
   assert _route(*bad, backend="gpu") == "lax"
   assert _route((64, 16, 16, 64), (3, 3, 64, 128), (1, 1), same, backend="gpu") == "lax"
   assert _route(*bad, backend="tpu") == "lax"
+  assert _route((1, 262, 262, 3), (7, 7, 3, 64), (1, 1), "VALID", backend="tpu") == "lax"
   assert _route(*bad, feature_group_count=2) == "lax"
   assert ops.route((64, 512, 2, 2), (1024, 512, 3, 3), (1, 1), same,
                    dimension_numbers=("NCHW", "OIHW", "NCHW"), backend="cpu") == "lax"
+
+
+def test_route_pads_few_channels_to_eight_on_a_gpu():
+  # CycleGAN's 7x7 convs from and to RGB, the DCGAN critic's first and the generator's
+  # last conv: cuDNN's 16-bit tensor-core kernels want multiples of 8 channels.
+  for backend in ("gpu", "cuda", "rocm"):
+    assert _route((1, 262, 262, 3), (7, 7, 3, 64), (1, 1), "VALID", backend=backend) == (
+        "padded")
+  assert _route((1, 262, 262, 64), (7, 7, 64, 3), (1, 1), "VALID", backend="gpu") == "padded"
+  up = ((1, 1), ((2, 2), (2, 2)), (2, 2))
+  assert _route((64, 32, 32, 64), (4, 4, 64, 3), *up, backend="gpu") == "padded"
+  assert _route((64, 28, 28, 1), (3, 3, 1, 32), (1, 1), "SAME", backend="gpu") == "padded"
+  assert _route((64, 32, 32, 12), (3, 3, 12, 16), (1, 1), "SAME", backend="gpu") == "padded"
+  assert _route((64, 32, 32, 6), (3, 3, 3, 24), (1, 1), "SAME", backend="gpu",
+                feature_group_count=2) == "lax"
+
+
+def test_padded_conv_shapes_and_module_params_stay_unpadded():
+  x = jnp.ones((2, 9, 9, 3))
+  w = jnp.ones((7, 7, 3, 5))
+  y = ops.conv_padded_channels(x, w, (1, 1), "VALID")
+  assert y.shape == (2, 3, 3, 5)
+  assert jax.grad(lambda w: jnp.sum(ops.conv_padded_channels(x, w, (1, 1), "VALID")))(
+      w).shape == w.shape
+  # Every sum is 7*7*3 ones: exact in fp32.
+  assert bool(jnp.all(y == 147.0))
 
 
 def test_force_overrides_the_rule_and_restores_it():
@@ -197,7 +226,7 @@ def test_force_overrides_the_rule_and_restores_it():
       pass
 
 
-@pytest.mark.parametrize("formulation", ["lax", "patches"])
+@pytest.mark.parametrize("formulation", ["lax", "patches", "padded"])
 def test_routed_conv_module_matches_flax_conv(formulation):
   x = jax.random.normal(jax.random.key(0), (2, 2, 2, 3))
   kw = dict(features=4, kernel_size=(3, 3), padding=((1, 1), (1, 1)))
@@ -210,7 +239,7 @@ def test_routed_conv_module_matches_flax_conv(formulation):
                                rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("formulation", ["lax", "patches"])
+@pytest.mark.parametrize("formulation", ["lax", "patches", "padded"])
 @pytest.mark.parametrize("kw", [
     dict(kernel_size=(4, 4), strides=(2, 2), padding=((2, 2), (2, 2)), transpose_kernel=True,
          use_bias=False),
