@@ -14,6 +14,7 @@ targets: the Darknet's 30 CIFAR-10 epochs in step time, the share of the measure
 peak, CycleGAN's 200 horse2zebra epochs in step time, and the ratios to PyTorch.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -24,6 +25,7 @@ import traceback
 from absl import app, flags
 
 from experiments import benchmark
+from jaxgan import ops
 
 flags.DEFINE_string("out", "gpu_check", "Folder for results.jsonl, ceilings.json, errors.txt.")
 flags.DEFINE_float("budget_s", 450.0, "Start no case whose estimate would end past this "
@@ -50,13 +52,22 @@ class Case:
   torch: bool = True  # PyTorch eager beside jaxgan
   torch_compile: bool = True  # and torch.compile (a minute or more per system)
   estimate_s: float = 120.0  # compiles and timing, for the budget
+  formulation: str | None = None  # jaxgan.ops.force this one on every conv ("lax": none)
 
 
-# Most important first: a run cut short keeps the headline figures.
+# Most important first: a run cut short keeps the headline figures. Each "_unpadded"
+# case is its system's step with every conv as plain lax (no zero channels, see
+# jaxgan.ops.GPU_CHANNEL_MULTIPLE): the A/B for that formulation.
 CASES = (
-    Case("darknet_b512_bf16", "darknet", "cifar10", 512, "bf16", 50, estimate_s=150),
     Case("cyclegan_bf16", "cyclegan", "horse2zebra", None, "bf16", 30, estimate_s=200),
+    Case("cyclegan_bf16_unpadded", "cyclegan", "horse2zebra", None, "bf16", 30,
+         torch=False, estimate_s=60, formulation="lax"),
+    Case("darknet_b512_bf16", "darknet", "cifar10", 512, "bf16", 50, estimate_s=150),
+    Case("darknet_b512_bf16_unpadded", "darknet", "cifar10", 512, "bf16", 50, torch=False,
+         estimate_s=45, formulation="lax"),
     Case("wgan_bf16", "wgan", "lsun", None, "bf16", 20, estimate_s=150),
+    Case("wgan_bf16_unpadded", "wgan", "lsun", None, "bf16", 20, torch=False, estimate_s=40,
+         formulation="lax"),
     Case("darknet_b512_fp16", "darknet", "cifar10", 512, "fp16", 50,
          torch_compile=False, estimate_s=60),
     Case("darknet_b256_bf16", "darknet", "cifar10", None, "bf16", 50, torch=False,
@@ -64,6 +75,13 @@ CASES = (
     Case("wrn22_dawnbench_fp16", "darknet", "dawnbench", None, "fp16", 30, torch=False,
          estimate_s=60),
 )
+
+
+def run_case(case: Case, with_torch: bool) -> dict:
+  with ops.force(case.formulation) if case.formulation else contextlib.nullcontext():
+    return benchmark.run(case.system, case.variant, case.batch, case.precision, case.steps,
+                         with_torch=with_torch and case.torch,
+                         torch_compile=case.torch_compile)
 
 
 def smoke(case: Case) -> Case:
@@ -114,6 +132,12 @@ def implications(results: list[dict], ceilings: dict | None) -> list[str]:
       share = r["tflops_per_sec"] / ceilings["bf16_matmul_tflops"]
       lines.append(f"{label}: {r['tflops_per_sec']:.1f} TFLOP/s, {share:.1%} of the measured "
                    f"{ceilings['bf16_matmul_tflops']:.0f} TFLOP/s bf16 matmul")
+    base = [b for b in results if r.get("case", "").endswith("_unpadded")
+            and b.get("case") == r["case"].removesuffix("_unpadded")]
+    if base:
+      lines.append(f"{label}: zero channels to multiples of 8 (jaxgan.ops 'padded') "
+                   f"{r['step_ms']:.3g} -> {base[0]['step_ms']:.3g} ms a step: "
+                   f"{r['step_ms'] / base[0]['step_ms']:.2f}x")
     for row in r.get("torch", []):
       lines.append(f"{label}: {r['images_per_sec']:.4g} images/s against {row['impl']} "
                    f"{row['images_per_sec']:.4g}: {row['vs_torch']:.2f}x")
@@ -151,9 +175,7 @@ def main(argv):
       continue
     print(f"{case.name}: starting at {elapsed:.0f} s", flush=True)
     try:
-      result = benchmark.run(case.system, case.variant, case.batch, case.precision,
-                             case.steps, with_torch=with_torch and case.torch,
-                             torch_compile=case.torch_compile)
+      result = run_case(case, with_torch)
     except Exception:  # pylint: disable=broad-except  (record it; the other cases go on)
       with open(os.path.join(FLAGS.out, "errors.txt"), "a") as f:
         f.write(f"== {case.name}\n{traceback.format_exc()}\n")

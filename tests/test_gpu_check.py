@@ -83,3 +83,13 @@ def test_the_targets_read_off_the_results():
   assert "144.0 TFLOP/s, 18.0% of the measured 800" in lines[1]
   assert lines[2].endswith("pytorch-eager 3e+04: 2.00x")
   assert "200 horse2zebra epochs in 2.00 h" in lines[3]
+
+
+def test_each_unpadded_case_is_compared_with_its_padded_twin():
+  padded = {**fake_result("cyclegan", "horse2zebra", 1, "bf16", 30), "step_ms": 20.0,
+            "case": "cyclegan_bf16"}
+  unpadded = {**padded, "step_ms": 50.0, "case": "cyclegan_bf16_unpadded"}
+  lines = gpu_check.implications([padded, unpadded], None)
+  assert any("50 -> 20 ms a step: 2.50x" in line for line in lines), lines
+  twins = {c.name for c in gpu_check.CASES} & {c.name + "_unpadded" for c in gpu_check.CASES}
+  assert twins == {c.name for c in gpu_check.CASES if c.formulation == "lax"}
