@@ -1,14 +1,14 @@
 r"""Issue 10's GPU check in one run that fits a short loan of a GPU.
 
-  python -m experiments.gpu_check --out gpu_check --budget_s 450
+  python -m experiments.gpu_check --results_dir gpu_check --budget_s 450
   python -m experiments.gpu_check --smoke --notorch   # the mechanics, on any machine
 
 First the device's two ceilings, measured: an 8192^3 bf16 matrix product and a
 device-to-device copy. Then ``CASES``, most important first, each through
 ``experiments.benchmark.run`` (jaxgan's step, and PyTorch's eager and compiled steps where
 torch is importable). A case whose estimate no longer fits in ``--budget_s`` is skipped
-and said so; a case that fails leaves its traceback in OUT/errors.txt and the rest go on.
-Each result is printed as it finishes and appended to OUT/results.jsonl, so a run cut short
+and said so; a case that fails leaves its traceback in RESULTS_DIR/errors.txt and the rest go on.
+Each result is printed as it finishes and appended to RESULTS_DIR/results.jsonl, so a run cut short
 still leaves what it measured. Last, the whole table and what it means for issue 10's
 targets: the Darknet's 30 CIFAR-10 epochs in step time, the share of the measured bf16
 peak, CycleGAN's 200 horse2zebra epochs in step time, and the ratios to PyTorch.
@@ -27,7 +27,8 @@ from absl import app, flags
 from experiments import benchmark
 from jaxgan import ops
 
-flags.DEFINE_string("out", "gpu_check", "Folder for results.jsonl, ceilings.json, errors.txt.")
+flags.DEFINE_string("results_dir", "gpu_check",
+                    "Folder for results.jsonl, ceilings.json and errors.txt.")
 flags.DEFINE_float("budget_s", 450.0, "Start no case whose estimate would end past this "
                    "many seconds after the start.")
 flags.DEFINE_boolean("smoke", False, "Every case at its system's smoke config, fp32, 2 "
@@ -147,7 +148,7 @@ def implications(results: list[dict], ceilings: dict | None) -> list[str]:
 def main(argv):
   del argv
   start = time.perf_counter()
-  os.makedirs(FLAGS.out, exist_ok=True)
+  os.makedirs(FLAGS.results_dir, exist_ok=True)
   with_torch = benchmark.torch_available()
   if FLAGS.torch is not None:  # benchmark's --torch flag, shared
     with_torch = FLAGS.torch and with_torch
@@ -163,7 +164,7 @@ def main(argv):
   ceilings = None
   if not FLAGS.smoke:
     ceilings = measure_ceilings()
-    with open(os.path.join(FLAGS.out, "ceilings.json"), "w") as f:
+    with open(os.path.join(FLAGS.results_dir, "ceilings.json"), "w") as f:
       json.dump(ceilings, f)
     print(f"ceilings: {ceilings}", flush=True)
   results = []
@@ -177,14 +178,14 @@ def main(argv):
     try:
       result = run_case(case, with_torch)
     except Exception:  # pylint: disable=broad-except  (record it; the other cases go on)
-      with open(os.path.join(FLAGS.out, "errors.txt"), "a") as f:
+      with open(os.path.join(FLAGS.results_dir, "errors.txt"), "a") as f:
         f.write(f"== {case.name}\n{traceback.format_exc()}\n")
       print(f"{case.name}: FAILED (see errors.txt): {sys.exc_info()[1]!r}"[:500], flush=True)
       continue
     result["case"] = case.name
     result["seconds"] = time.perf_counter() - start - elapsed
     results.append(result)
-    with open(os.path.join(FLAGS.out, "results.jsonl"), "a") as f:
+    with open(os.path.join(FLAGS.results_dir, "results.jsonl"), "a") as f:
       f.write(json.dumps(result) + "\n")
     benchmark.print_table([result])
   print(f"\n== all cases, {time.perf_counter() - start:.0f} s", flush=True)

@@ -25,7 +25,7 @@ python3 -c "import jax, sys; print(sys.version, jax.__version__, jax.devices())"
   >> "$out/gpu.txt" 2>&1
 cat "$out/gpu.txt"
 # The driver skips cases that would not fit in the budget; the timeout is a backstop.
-timeout $((budget + 90)) python3 -m experiments.gpu_check --out "$out" --budget_s "$budget" "$@" \
+timeout $((budget + 90)) python3 -m experiments.gpu_check --results_dir "$out" --budget_s "$budget" "$@" \
   2> "$out/stderr.txt" | tee "$out/log.txt"
 echo "exit status: ${PIPESTATUS[0]}"
 tail -c 8000000 "$out/stderr.txt" > "$out/stderr.tmp" && mv "$out/stderr.tmp" "$out/stderr.txt"

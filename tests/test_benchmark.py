@@ -14,3 +14,19 @@ def test_benchmark_runs_each_system_on_its_smoke_config(name, capsys):
   header, row, devices = capsys.readouterr().out.strip().splitlines()
   assert header.split()[0] == "benchmark" and row.split()[:2] == [name, "smoke"]
   assert devices.startswith("devices: 1 x")
+
+
+
+def test_wgan_flops_count_every_critic_step_of_the_scan():
+  # XLA's cost analysis counts a scan's body once: read off the iteration's programs, the
+  # FLOPs would not grow with the critic steps per iteration. The benchmark's do, by one
+  # critic step's worth per step.
+  flops = {}
+  for critic_iters in (1, 3):
+    config = benchmark.with_overrides(benchmark.wgan_configs.get_config("smoke"),
+                                      critic_iters=critic_iters)
+    _, _, images, flops[critic_iters], _ = benchmark.wgan_setup(config)
+    assert images == critic_iters * config.batch_size
+  critic_step = (flops[3] - flops[1]) / 2
+  generator_step = flops[1] - critic_step
+  assert critic_step > 0 and generator_step > 0

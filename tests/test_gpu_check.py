@@ -29,7 +29,8 @@ def fake_result(system, variant, batch, precision, steps, **_):
 
 
 def test_a_real_smoke_case_is_recorded(tmp_path, capsys):
-  run_cli(["--smoke", "--notorch", "--out", str(tmp_path), "--cases", "darknet_b512_bf16"])
+  run_cli(["--smoke", "--notorch", "--results_dir", str(tmp_path), "--cases",
+           "darknet_b512_bf16"])
   (record,) = [json.loads(line) for line in (tmp_path / "results.jsonl").open()]
   assert record["case"] == "darknet_b512_bf16" and record["variant"] == "smoke"
   assert record["images_per_sec"] > 0 and record["seconds"] > 0
@@ -46,7 +47,7 @@ def test_a_failing_case_leaves_its_traceback_and_the_rest_go_on(tmp_path, monkey
     return fake_result(system, variant, batch, precision, steps, **kw)
 
   monkeypatch.setattr(benchmark, "run", run)
-  run_cli(["--smoke", "--notorch", "--out", str(tmp_path)])
+  run_cli(["--smoke", "--notorch", "--results_dir", str(tmp_path)])
   records = [json.loads(line) for line in (tmp_path / "results.jsonl").open()]
   assert [r["case"] for r in records] == [c.name for c in gpu_check.CASES
                                           if c.system != "wgan"]
@@ -58,7 +59,8 @@ def test_a_failing_case_leaves_its_traceback_and_the_rest_go_on(tmp_path, monkey
 def test_cases_that_would_pass_the_budget_are_skipped(tmp_path, monkeypatch, capsys):
   monkeypatch.setattr(benchmark, "run", fake_result)
   budget = 100  # above the two cheapest estimates only
-  run_cli(["--smoke", "--notorch", "--out", str(tmp_path), "--budget_s", str(budget)])
+  run_cli(["--smoke", "--notorch", "--results_dir", str(tmp_path), "--budget_s",
+           str(budget)])
   ran = [json.loads(line)["case"] for line in (tmp_path / "results.jsonl").open()]
   assert ran == [c.name for c in gpu_check.CASES if c.estimate_s < budget]
   assert 0 < len(ran) < len(gpu_check.CASES)
@@ -68,7 +70,7 @@ def test_cases_that_would_pass_the_budget_are_skipped(tmp_path, monkeypatch, cap
 
 def test_an_unknown_case_is_a_usage_error(tmp_path):
   with pytest.raises(Exception, match="unknown.*darknet_b512_bf17"):
-    run_cli(["--smoke", "--out", str(tmp_path), "--cases", "darknet_b512_bf17"])
+    run_cli(["--smoke", "--results_dir", str(tmp_path), "--cases", "darknet_b512_bf17"])
 
 
 def test_the_targets_read_off_the_results():
