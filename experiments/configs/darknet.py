@@ -21,8 +21,9 @@ Variants:
                  else of ours running, jax 0.10.2: 92.21% test accuracy after 4 epochs
                  (92.19% in a run before jaxgan.ops.compiler_options; 92.18% after
                  kernel gradients went back to XLA's conv). Training time depends on
-                 the hour on that VM: 4 epochs took 230.6 s at 974-1,157 images/s in
-                 one hour (inside a 6-epoch run), 379-418 s at 450-830 in others. (The previous quick start, Darknet([1, 1, 1], nf=8), batch 128,
+                 the hour on that VM: a whole run took 189.7 s of training (92.18%,
+                 3 min 20 s in all) at 1,268-1,336 images/s in a fast hour, 379-418 s
+                 at 450-830 images/s in slow ones. (The previous quick start, Darknet([1, 1, 1], nf=8), batch 128,
                  crop and flips, 8 epochs: 90.50% in 655.5 s.)
   smoke          Tiny, for tests and a first try: 64 Fashion-MNIST images, runs offline.
 
