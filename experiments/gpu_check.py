@@ -90,13 +90,16 @@ def smoke(case: Case) -> Case:
                              torch_compile=False)
 
 
-def measure_ceilings(size: int = 8192, copy_gib: float = 2.0, repeats: int = 10) -> dict:
+def measure_ceilings(size: int = 8192, copy_gib: float = 2.0, repeats: int = 10,
+                     warmup: int = 100) -> dict:
   """bf16 matmul TFLOP/s and copy bandwidth (bytes read + written) on device 0."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
   def best_seconds(fn, *args):
-    jax.block_until_ready(fn(*args))
+    for _ in range(warmup):  # and let the clocks rise: they idle low
+      out = fn(*args)
+    jax.block_until_ready(out)
     times = []
     for _ in range(repeats):
       start = time.perf_counter()

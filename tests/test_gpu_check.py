@@ -95,3 +95,9 @@ def test_each_unpadded_case_is_compared_with_its_padded_twin():
   assert any("50 -> 20 ms a step: 2.50x" in line for line in lines), lines
   twins = {c.name for c in gpu_check.CASES} & {c.name + "_unpadded" for c in gpu_check.CASES}
   assert twins == {c.name for c in gpu_check.CASES if c.formulation == "lax"}
+
+
+def test_ceilings_are_measured_on_whatever_device_there_is():
+  ceilings = gpu_check.measure_ceilings(size=128, copy_gib=2**-10, repeats=3, warmup=2)
+  assert ceilings["bf16_matmul_tflops"] > 0 and ceilings["copy_tb_per_s"] > 0
+  assert ceilings["device"] and ceilings["jax"]
