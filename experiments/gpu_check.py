@@ -85,6 +85,14 @@ def run_case(case: Case, with_torch: bool) -> dict:
                          torch_compile=case.torch_compile)
 
 
+def named_by_case(result: dict) -> dict:
+  """The result with its case's name in the variant column (a padded case and its
+  "_unpadded" twin share a variant)."""
+  case = result.get("case", result["variant"])
+  return dict(result, variant=case,
+              torch=[dict(row, variant=case) for row in result.get("torch", [])])
+
+
 def smoke(case: Case) -> Case:
   return dataclasses.replace(case, variant="smoke", batch=None, precision="fp32", steps=2,
                              torch_compile=False)
@@ -96,8 +104,8 @@ def measure_ceilings(size: int = 8192, copy_gib: float = 2.0, repeats: int = 10,
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-  def best_seconds(fn, *args):
-    for _ in range(warmup):  # and let the clocks rise: they idle low
+  def median_seconds(fn, *args):
+    for _ in range(max(1, warmup)):  # and let the clocks rise: they idle low
       out = fn(*args)
     jax.block_until_ready(out)
     times = []
@@ -105,14 +113,14 @@ def measure_ceilings(size: int = 8192, copy_gib: float = 2.0, repeats: int = 10,
       start = time.perf_counter()
       jax.block_until_ready(fn(*args))
       times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]  # the median
+    return sorted(times)[len(times) // 2]
 
   keys = jax.random.split(jax.random.key(0), 3)
   a, b = (jax.random.normal(k, (size, size), jnp.bfloat16) for k in keys[:2])
-  matmul_s = best_seconds(jax.jit(jnp.matmul), a, b)
+  matmul_s = median_seconds(jax.jit(jnp.matmul), a, b)
   n = int(copy_gib * 2**30) // 4
   x = jax.random.normal(keys[2], (n,), jnp.float32)
-  copy_s = best_seconds(jax.jit(lambda v: v * 1.0001), x)  # reads and writes every byte
+  copy_s = median_seconds(jax.jit(lambda v: v * 1.0001), x)  # reads and writes every byte
   return {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
           "bf16_matmul_tflops": 2 * size**3 / matmul_s / 1e12,
           "copy_tb_per_s": 2 * 4 * n / copy_s / 1e12}
@@ -122,7 +130,8 @@ def implications(results: list[dict], ceilings: dict | None) -> list[str]:
   """Issue 10's GPU targets, read off the results."""
   lines = []
   for r in results:
-    label = f"{r['benchmark']} {r['variant']} {r['precision']} batch {r['global_batch']}"
+    label = (f"{r.get('case') or r['variant']}: {r['benchmark']} {r['precision']} batch "
+             f"{r['global_batch']}")
     if r["benchmark"] == "darknet":
       seconds = DARKNET_EPOCHS * CIFAR10_TRAIN_IMAGES / r["images_per_sec"]
       lines.append(f"{label}: {DARKNET_EPOCHS} CIFAR-10 epochs in {seconds:.1f} s of step "
@@ -190,10 +199,10 @@ def main(argv):
     results.append(result)
     with open(os.path.join(FLAGS.results_dir, "results.jsonl"), "a") as f:
       f.write(json.dumps(result) + "\n")
-    benchmark.print_table([result])
+    benchmark.print_table([named_by_case(result)])
   print(f"\n== all cases, {time.perf_counter() - start:.0f} s", flush=True)
   if results:
-    benchmark.print_table(results)
+    benchmark.print_table([named_by_case(r) for r in results])
     print("\n".join(implications(results, ceilings)), flush=True)
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 10's GPU check for a session that is lent a GPU (H100/H200), in one command that
-# ends within about 8 minutes: experiments/gpu_check.py (the device's ceilings, then the
+# ends within BUDGET_S (450) + ~2 minutes (the last case's overrun, imports, pip): experiments/gpu_check.py (the device's ceilings, then the
 # three systems at the lesson's sizes in bf16, the Darknet at batch 512 in bf16 and fp16,
 # fast.ai's DAWNBench WRN-22; PyTorch AMP eager and compiled beside them where torch is
 # importable), most important first, within BUDGET_S seconds.

@@ -5,14 +5,15 @@ r"""Where one training step's time goes: a profile of the benchmark's step, summ
 
 Builds the same step as ``experiments.benchmark`` (config, sizes and flags alike), warms
 it up, records ``--steps`` steps with ``jax.profiler`` (a Perfetto trace, kept in
-``--trace_dir`` for a closer look) and prints, for each device (on a CPU: each host
-thread that ran XLA's code), the time per step, the ops or kernels that took most of it,
+``--trace_dir`` for a closer look) and prints, for each device (on a CPU: the host's
+XLA ops), the time per step, the ops or kernels that took most of it,
 and the same grouped by kind (the name without its numeric suffix: all ``fusion.N`` as
 one). Read it next to the benchmark's table: a step far from the device's peak shows here
 whether kernels, copies or gaps between them are to blame.
 """
 
 import collections
+import contextlib
 import glob
 import gzip
 import json
@@ -24,6 +25,7 @@ import jax
 from absl import app, flags
 
 from experiments import benchmark
+from jaxgan import ops
 
 flags.DEFINE_string("trace_dir", None, "Keep the trace here (default: a temporary folder).")
 flags.DEFINE_integer("top", 25, "Rows per table.", lower_bound=1)
@@ -79,7 +81,8 @@ def main(argv):
       configs.get_config(FLAGS.variant or default),
       benchmark.CPU_SIZES[name] if FLAGS.cpu_sizes else None,
       batch_size=FLAGS.batch, precision=FLAGS.precision)
-  step, carry, _, _, _ = setup(config)
+  with ops.xla_defaults() if FLAGS.xla_defaults else contextlib.nullcontext():
+    step, carry, _, _, _ = setup(config)
   for _ in range(3):
     carry = step(carry)
   jax.block_until_ready(carry)

@@ -24,9 +24,10 @@ from jax import lax
 FORMULATIONS = ("lax", "canonical", "patches", "phases", "subpixel", "padded")
 
 # On a GPU, convs whose input or output channels are not a multiple of this run as
-# 'padded': zero channels added up to the multiple, which leave the result unchanged.
-# cuDNN's tensor-core kernels want multiples of 8 in 16-bit types; without them it fell
-# back, on an H200 in bf16, to kernels that spent 32 ms of CycleGAN's 52 ms iteration on
+# 'padded' (in every dtype): zero channels added up to the multiple, which leave the
+# result unchanged. cuDNN's tensor-core kernels want multiples of 8 in 16-bit types
+# (fp32 convs are padded too, untested for speed); without them it fell back, on an
+# H200 in bf16, to kernels that spent 32 ms of CycleGAN's 52 ms iteration on
 # the generators' 7x7 convs from and to 3 channels (~0.3 TFLOP/s; docs/gpu.md).
 GPU_CHANNEL_MULTIPLE = 8
 
@@ -55,8 +56,8 @@ PATCHES_MAX_TAPS = 49
 TAPS_MIN_CHANNELS = 16
 TAPS_MAX_OUTPUT_PIXELS = 1024
 
-# None: decide per convolution. 'lax' / 'patches': every routed conv so (benchmarks and
-# tests). Read at trace time: a function traced earlier keeps its formulation.
+# None: decide per convolution. 'lax' / 'patches' / 'padded': every routed conv so
+# (benchmarks and tests). Read at trace time: a function traced earlier keeps its formulation.
 _forced: str | None = None
 
 

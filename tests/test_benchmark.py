@@ -16,7 +16,6 @@ def test_benchmark_runs_each_system_on_its_smoke_config(name, capsys):
   assert devices.startswith("devices: 1 x")
 
 
-
 def test_wgan_flops_count_every_critic_step_of_the_scan():
   # XLA's cost analysis counts a scan's body once: read off the iteration's programs, the
   # FLOPs would not grow with the critic steps per iteration. The benchmark's do, by one

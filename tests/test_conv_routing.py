@@ -203,9 +203,11 @@ def test_route_pads_few_channels_to_eight_on_a_gpu():
   assert _route((64, 32, 32, 12), (3, 3, 12, 16), (1, 1), "SAME", backend="gpu") == "padded"
   assert _route((64, 32, 32, 6), (3, 3, 3, 24), (1, 1), "SAME", backend="gpu",
                 feature_group_count=2) == "lax"
+  assert ops.route((1, 3, 262, 262), (64, 3, 7, 7), (1, 1), "VALID",
+                   dimension_numbers=("NCHW", "OIHW", "NCHW"), backend="gpu") == "lax"
 
 
-def test_padded_conv_shapes_and_module_params_stay_unpadded():
+def test_padded_conv_keeps_shapes_and_exact_sums():
   x = jnp.ones((2, 9, 9, 3))
   w = jnp.ones((7, 7, 3, 5))
   y = ops.conv_padded_channels(x, w, (1, 1), "VALID")

@@ -56,14 +56,38 @@ def test_a_failing_case_leaves_its_traceback_and_the_rest_go_on(tmp_path, monkey
   assert "wgan_bf16: FAILED" in capsys.readouterr().out
 
 
+class FakeClock:
+  """perf_counter for gpu_check: each case run by the fake takes ``per_case`` seconds."""
+
+  def __init__(self, per_case):
+    self.now, self.per_case = 0.0, per_case
+
+  def perf_counter(self):
+    return self.now
+
+
 def test_cases_that_would_pass_the_budget_are_skipped(tmp_path, monkeypatch, capsys):
-  monkeypatch.setattr(benchmark, "run", fake_result)
-  budget = 100  # above the two cheapest estimates only
+  clock = FakeClock(per_case=50.0)
+
+  def run(*args, **kw):
+    clock.now += clock.per_case
+    return fake_result(*args, **kw)
+
+  monkeypatch.setattr(benchmark, "run", run)
+  monkeypatch.setattr(gpu_check, "time", clock)
+  budget = 130.0
   run_cli(["--smoke", "--notorch", "--results_dir", str(tmp_path), "--budget_s",
            str(budget)])
   ran = [json.loads(line)["case"] for line in (tmp_path / "results.jsonl").open()]
-  assert ran == [c.name for c in gpu_check.CASES if c.estimate_s < budget]
-  assert 0 < len(ran) < len(gpu_check.CASES)
+  # A case starts only if the time spent so far plus its estimate fits the budget.
+  expected, spent = [], 0.0
+  for case in gpu_check.CASES:
+    if spent + case.estimate_s <= budget:
+      expected.append(case.name)
+      spent += clock.per_case
+  assert ran == expected and 0 < len(ran) < len(gpu_check.CASES)
+  # Time spent counts: by estimates alone, more cases would have fitted.
+  assert len(ran) < sum(c.estimate_s <= budget for c in gpu_check.CASES)
   out = capsys.readouterr().out
   assert out.count("skipped") == len(gpu_check.CASES) - len(ran)
 
