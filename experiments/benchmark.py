@@ -218,6 +218,24 @@ def peak_memory_bytes():
     return None
 
 
+def build(name: str, variant=None, batch=None, precision=None,
+          overrides: dict | None = None, xla_defaults: bool = False):
+  """A system's step from its config (arguments as ``run``'s), compiled and warmed up.
+
+  Returns the config and the setup's (step, carry, images per step, FLOPs per step,
+  compile seconds), the carry 3 steps on: first calls allocate.
+  """
+  configs, default, setup = SYSTEMS[name]
+  config = with_overrides(configs.get_config(variant or default), overrides,
+                          batch_size=batch, precision=precision)
+  with ops.xla_defaults() if xla_defaults else contextlib.nullcontext():
+    step, carry, *rest = setup(config)
+  for _ in range(3):
+    carry = step(carry)
+  jax.block_until_ready(carry)
+  return config, (step, carry, *rest)
+
+
 def run(name: str, variant=None, batch=None, precision=None, steps: int = 30,
         overrides: dict | None = None, with_torch: bool = False,
         xla_defaults: bool = False, rounds: int = 1, torch_compile: bool = True) -> dict:
@@ -245,14 +263,8 @@ def run(name: str, variant=None, batch=None, precision=None, steps: int = 30,
     ``vs_torch`` (jaxgan's images/s over the row's) and ``vs_torch_rounds`` (the same
     ratio in each round).
   """
-  configs, default, setup = SYSTEMS[name]
-  config = with_overrides(configs.get_config(variant or default), overrides,
-                          batch_size=batch, precision=precision)
-  with ops.xla_defaults() if xla_defaults else contextlib.nullcontext():
-    step, carry, images_per_step, flops, compile_time = setup(config)
-  for _ in range(3):  # warm-up: first calls allocate
-    carry = step(carry)
-  jax.block_until_ready(carry)
+  config, (step, carry, images_per_step, flops, compile_time) = build(
+      name, variant, batch, precision, overrides, xla_defaults)
   mem = peak_memory_bytes()  # before PyTorch shares the device
   rivals = torch_steps(name, config, torch_compile) if with_torch else []
   times, rival_times = [], [[] for _ in rivals]

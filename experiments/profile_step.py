@@ -13,7 +13,6 @@ whether kernels, copies or gaps between them are to blame.
 """
 
 import collections
-import contextlib
 import glob
 import gzip
 import json
@@ -25,7 +24,6 @@ import jax
 from absl import app, flags
 
 from experiments import benchmark
-from jaxgan import ops
 
 flags.DEFINE_string("trace_dir", None, "Keep the trace here (default: a temporary folder).")
 flags.DEFINE_integer("top", 25, "Rows per table.", lower_bound=1)
@@ -76,16 +74,10 @@ def main(argv):
   if len(argv) != 2 or argv[1] not in names:
     raise app.UsageError(f"usage: python -m experiments.profile_step {{{','.join(names)}}}")
   name = argv[1]
-  configs, default, setup = benchmark.SYSTEMS[name]
-  config = benchmark.with_overrides(
-      configs.get_config(FLAGS.variant or default),
-      benchmark.CPU_SIZES[name] if FLAGS.cpu_sizes else None,
-      batch_size=FLAGS.batch, precision=FLAGS.precision)
-  with ops.xla_defaults() if FLAGS.xla_defaults else contextlib.nullcontext():
-    step, carry, _, _, _ = setup(config)
-  for _ in range(3):
-    carry = step(carry)
-  jax.block_until_ready(carry)
+  variant = FLAGS.variant or benchmark.SYSTEMS[name][1]
+  config, (step, carry, *_) = benchmark.build(
+      name, variant, FLAGS.batch, FLAGS.precision,
+      benchmark.CPU_SIZES[name] if FLAGS.cpu_sizes else None, FLAGS.xla_defaults)
   trace_dir = FLAGS.trace_dir or tempfile.mkdtemp(prefix="jaxgan_trace_")
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
     start = time.perf_counter()
@@ -95,7 +87,7 @@ def main(argv):
     wall = (time.perf_counter() - start) / FLAGS.steps
   (trace_file,) = sorted(glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz",
                                    recursive=True))[-1:]
-  print(f"{name} {FLAGS.variant or default}, {config.precision}, {FLAGS.steps} steps on "
+  print(f"{name} {variant}, {config.precision}, {FLAGS.steps} steps on "
         f"{jax.devices()[0].device_kind}, {1e3 * wall:.2f} ms a step while traced; "
         f"trace: {trace_file}")
   print("\n".join(summarise(trace_file, FLAGS.steps, FLAGS.top)), flush=True)
