@@ -130,10 +130,16 @@ def conv_patches(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilat
   if min(out) <= 0:
     raise ValueError(f"convolution output would be empty: spatial {tuple(out)}")
   n, c = x.shape[0], x.shape[-1]
-  cols = [lax.slice(x, (0, *start, 0), (n, *limit, c), (1, *strides, 1))
-          for start, limit in _tap_windows(window, rdil, out, strides)]
-  # Taps row-major then channels: the order of rhs.reshape(-1, F).
-  patches = cols[0] if len(cols) == 1 else lax.concatenate(cols, nsp + 1)
+  if _covers_input(x.shape[1:-1], window, rdil):
+    # One output pixel whose window is the whole (padded) input: the patch is the input
+    # itself, already in the taps' row-major order, so a reshape (free both ways) instead
+    # of a slice per tap and a concatenate (whose gradient is a pad per tap and a sum).
+    patches = x.reshape(n, *(1,) * nsp, -1)
+  else:
+    cols = [lax.slice(x, (0, *start, 0), (n, *limit, c), (1, *strides, 1))
+            for start, limit in _tap_windows(window, rdil, out, strides)]
+    # Taps row-major then channels: the order of rhs.reshape(-1, F).
+    patches = cols[0] if len(cols) == 1 else lax.concatenate(cols, nsp + 1)
   kernel = rhs.reshape(-1, rhs.shape[-1])
   return lax.dot_general(patches, kernel, (((nsp + 1,), (0,)), ((), ())),
                          precision=precision, preferred_element_type=preferred_element_type)
@@ -141,6 +147,12 @@ def conv_patches(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilat
 
 def _dilated(size: int, dilation: int) -> int:
   return (size - 1) * dilation + 1
+
+
+def _covers_input(padded_spatial, window, rhs_dilation) -> bool:
+  """Whether an undilated window is exactly the padded input: a dense layer, 1 pixel out."""
+  return (all(d == 1 for d in rhs_dilation)
+          and tuple(padded_spatial) == tuple(window))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -391,16 +403,19 @@ def route(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation=None,
                     (lo, hi), ld, rd in zip(lhs_shape[1:-1], window, strides, pads, ldil,
                                             rdil)])
   # A tiny map from a no smaller input (not mostly padding) with a contraction large
-  # enough to amortise building the patches.
+  # enough to amortise building the patches; only where XLA hands convs to YNNPACK
+  # (its defaults): with `compiler_options` Eigen's convs won these whole steps back.
   small = (pixels <= PATCHES_MAX_OUTPUT_PIXELS and np.prod(lhs_shape[1:-1]) >= pixels
-           and np.prod(window) * lhs_shape[-1] >= PATCHES_MIN_CONTRACTION)
+           and np.prod(window) * lhs_shape[-1] >= PATCHES_MIN_CONTRACTION
+           and not compiler_options())
   swapped = _swapped_by_xla(lhs_shape[1:-1], window, strides, pads, ldil, rdil)
   # Patches grow with the window: past a few dozen taps, compile time and memory would
   # cost more than they save.
   if (small or swapped) and np.prod(window) <= PATCHES_MAX_TAPS:
     return "patches"
-  if window == (1,) * nsp:
-    return "patches"
+  padded = [_dilated(n, ld) + lo + hi for n, ld, (lo, hi) in zip(lhs_shape[1:-1], ldil, pads)]
+  if window == (1,) * nsp or _covers_input(padded, window, rdil):
+    return "patches"  # one matmul (after a free reshape when the window is the input)
   return "canonical"
 
 

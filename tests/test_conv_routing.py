@@ -26,6 +26,8 @@ CASES = {
     "3x3_on_2x2": ((3, 2, 2, 3), (3, 3, 3, 5), (1, 1), ((1, 1), (1, 1)), None),
     "4x4_s2_c1": ((2, 8, 8, 1), (4, 4, 1, 4), (2, 2), ((1, 1), (1, 1)), None),
     "4x4_valid_head": ((2, 4, 4, 3), (4, 4, 3, 1), (1, 1), "VALID", None),
+    # The window covers the padded input (one output pixel): patches are a reshape.
+    "5x5_head_padded_s2": ((2, 3, 3, 3), (5, 5, 3, 2), (2, 2), ((1, 1), (1, 1)), None),
     "1x1": ((2, 3, 3, 6), (1, 1, 6, 5), (1, 1), "VALID", None),
     "1x1_s2": ((2, 5, 5, 3), (1, 1, 3, 2), (2, 2), ((0, 0), (0, 0)), None),
     "7x7_valid": ((1, 9, 8, 3), (7, 7, 3, 2), (1, 1), "VALID", None),
@@ -145,12 +147,19 @@ def test_route_picks_patches_for_what_xla_cpu_runs_badly():
   # Darknet's last group: a 3x3 window over a 2x2 map (XLA swaps input and kernel into a
   # layout with no Eigen kernel, forward and backward).
   assert _route((64, 2, 2, 512), (3, 3, 512, 1024), (1, 1), same) == "patches"
-  # Wide convs to tiny maps (at most 16 pixels) in general: 4x4, and stride 2 to 2x2.
-  assert _route((64, 4, 4, 256), (3, 3, 256, 512), (1, 1), same) == "patches"
-  assert _route((64, 4, 4, 512), (3, 3, 512, 1024), (2, 2), same) == "patches"
-  assert _route((64, 8, 8, 256), (4, 4, 256, 512), (2, 2), same) == "patches"
+  # Wide convs to tiny maps (at most 16 pixels): 4x4, and stride 2 to 2x2. Patches only
+  # where XLA gives convs to YNNPACK (its defaults); Eigen's convs, with jaxgan's compiler
+  # options, run these whole steps faster as they are.
+  tiny_maps = [((64, 4, 4, 256), (3, 3, 256, 512), (1, 1), same),
+               ((64, 4, 4, 512), (3, 3, 512, 1024), (2, 2), same),
+               ((64, 8, 8, 256), (4, 4, 256, 512), (2, 2), same)]
+  with ops.xla_defaults():
+    assert [_route(*conv) for conv in tiny_maps] == ["patches"] * 3
+  if ops.compiler_options():
+    assert [_route(*conv) for conv in tiny_maps] == ["canonical"] * 3
   # The critic's head: its 4x4 window covers the 4x4 input, so patches are one reshape.
   assert _route((64, 4, 4, 256), (4, 4, 256, 1), (1, 1), "VALID") == "patches"
+  assert _route((64, 2, 2, 256), (4, 4, 256, 1), (1, 1), ((1, 1), (1, 1))) == "patches"
   # A single-tap window is a plain matmul, which XLA:CPU runs faster than its 1x1 conv.
   assert _route((64, 8, 8, 256), (1, 1, 256, 128), (1, 1), "VALID") == "patches"
 
