@@ -40,8 +40,8 @@ class ConvLayer(nn.Module):
                 padding=((pad, pad), (pad, pad)), use_bias=False,
                 kernel_init=torch_default_kernel_init,
                 dtype=self.dtype, param_dtype=self.param_dtype)(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                     epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype)(x)
+    x = layers.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                         epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype)(x)
     return nn.leaky_relu(x, negative_slope=0.1)
 
 
@@ -120,7 +120,7 @@ class WideBasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+    bn = functools.partial(layers.BatchNorm, use_running_average=not train, momentum=0.9,
                            epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype)
     conv = functools.partial(layers.Conv, use_bias=False, kernel_init=torch_default_kernel_init,
                              dtype=self.dtype, param_dtype=self.param_dtype)
@@ -163,8 +163,8 @@ class WideResNet(nn.Module):
         stride = 2 if (i > 0 and j == 0) else 1
         x = WideBasicBlock(width, stride, self.residual_scale, dtype=self.dtype,
                            param_dtype=self.param_dtype)(x, train)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=self.dtype, param_dtype=self.param_dtype)(x)
+    x = layers.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                         dtype=self.dtype, param_dtype=self.param_dtype)(x)
     x = jnp.mean(nn.relu(x), axis=(1, 2))
     self.sow("intermediates", "features", x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,

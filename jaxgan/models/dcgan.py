@@ -61,13 +61,13 @@ def check_isize(isize: int, name: str = "isize") -> None:
         f"use {near}, and resize the images to that size.")
 
 
-def _batch_norm(train: bool, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.BatchNorm:
+def _batch_norm(train: bool, dtype: Dtype, param_dtype: Dtype, name: str) -> layers.BatchNorm:
   # PyTorch's BatchNorm2d default momentum 0.1 is Flax's momentum 0.9 (Flax weighs the
   # old running value). Two-pass variance, as PyTorch computes it: post-ReLU activations
   # have a large mean, where E[x^2] - E[x]^2 loses precision.
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      use_fast_variance=False, scale_init=bn_scale_init, dtype=dtype,
-                      param_dtype=param_dtype, name=name)
+  return layers.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                          use_fast_variance=False, scale_init=bn_scale_init, dtype=dtype,
+                          param_dtype=param_dtype, name=name)
 
 
 class _UpConv(nn.Module):
