@@ -278,7 +278,7 @@ def run(name: str, variant=None, batch=None, precision=None, steps: int = 30,
       spent.append(rival.time(steps))
   step_time = float(np.median(times))
   result = {
-      "benchmark": name, "variant": variant or default, "impl": "jaxgan",
+      "benchmark": name, "variant": variant or SYSTEMS[name][1], "impl": "jaxgan",
       "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
       "precision": config.precision, "global_batch": images_per_step,
       "images_per_sec": images_per_step / step_time, "step_ms": 1e3 * step_time,

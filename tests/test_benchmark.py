@@ -16,6 +16,14 @@ def test_benchmark_runs_each_system_on_its_smoke_config(name, capsys):
   assert devices.startswith("devices: 1 x")
 
 
+def test_without_a_variant_the_system_default_runs_and_is_named(monkeypatch):
+  configs, _, setup = benchmark.SYSTEMS["darknet"]
+  # The real default (cifar10) is too big for a test: make "smoke" the default instead.
+  monkeypatch.setitem(benchmark.SYSTEMS, "darknet", (configs, "smoke", setup))
+  result = benchmark.run("darknet", steps=1)
+  assert result["variant"] == "smoke" and result["images_per_sec"] > 0
+
+
 def test_wgan_flops_count_every_critic_step_of_the_scan():
   # XLA's cost analysis counts a scan's body once: read off the iteration's programs, the
   # FLOPs would not grow with the critic steps per iteration. The benchmark's do, by one
