@@ -36,10 +36,12 @@ GPU_CHANNEL_MULTIPLE = 8
 # convs with 1-16 outputs each cost more than one with 4-64.
 SUBPIXEL_MAX_OUTPUTS = 64
 
-# Convs with at most this many output pixels per image, and at least this long a
-# contraction (taps x input channels), run as patches: forward + backward, XLA:CPU's
-# Eigen convs are 1.3-3x slower there (4x4 and 2x2 maps in Darknet's last groups, the
-# DCGAN critic's last pyramid layer); 8x8 maps and narrow convs are a draw or worse.
+# Under XLA's defaults (convs in YNNPACK), convs with at most this many output pixels per
+# image, and at least this long a contraction (taps x input channels), run as patches:
+# there, forward + backward, the convs were 1.3-3x slower (4x4 and 2x2 maps in Darknet's
+# last groups, the DCGAN critic's last pyramid layer); 8x8 maps and narrow convs were a
+# draw or worse. With `compiler_options` (convs in Eigen) the rule is off: whole steps ran
+# faster without it (WGAN iteration 1.15-1.17x, Darknet CIFAR 1.10x).
 PATCHES_MAX_OUTPUT_PIXELS = 16
 PATCHES_MIN_CONTRACTION = 1024
 # ... unless the window is larger than this: the patches would cost more than they save.
@@ -366,9 +368,10 @@ def route(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation=None,
   On CPU, for channels-last convs without groups, in this order:
   * a dilated input (a transposed conv, or a strided conv's input gradient) at stride 1:
     'phases' ('subpixel' if the output is narrow), as lax would multiply zeros;
-  * XLA would swap the operands (``_swapped_by_xla``), or a wide conv has a tiny output
-    map (see ``PATCHES_MAX_OUTPUT_PIXELS``): 'patches';
-  * a 1x1 window: 'patches', i.e. one matmul, which XLA:CPU runs ~2x faster;
+  * XLA would swap the operands (``_swapped_by_xla``), or, under XLA's defaults only, a
+    wide conv has a tiny output map (see ``PATCHES_MAX_OUTPUT_PIXELS``): 'patches';
+  * a 1x1 window, or one that is the whole padded input: 'patches', i.e. one matmul
+    (after a free reshape), which XLA:CPU runs ~2x faster;
   * otherwise 'canonical': lax's conv, its gradient convs channels-last (so XLA:CPU
     runs them with Eigen inside loops too) and each routed by these same rules; its
     kernel gradient is `kernel_gradient_taps` where that is faster (TAPS_*: only when

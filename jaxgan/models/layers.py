@@ -1,8 +1,9 @@
-"""Flax's Conv and ConvTranspose on jaxgan.ops' routed convolution.
+"""Flax's Conv, ConvTranspose and BatchNorm, faster on XLA:CPU.
 
 Drop-in replacements: same fields, parameter names, shapes and auto-names ("Conv_0",
-"ConvTranspose_0"), so checkpoints and parameter counts do not change. On XLA:CPU the
-convolutions it runs badly become patches + matmul (see jaxgan/ops.py).
+"ConvTranspose_0", "BatchNorm_0"), so checkpoints and parameter counts do not change. On
+XLA:CPU the convolutions it runs badly become patches + matmul (see jaxgan/ops.py), and
+BatchNorm trains with a closed-form backward pass (docs/cpu_convolutions.md).
 """
 
 import functools
