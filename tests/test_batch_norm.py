@@ -67,7 +67,7 @@ def test_equals_flax_batch_norm(fast_variance, dtype):
   flax_bn, ours = _modules(fast_variance, dtype)
   x, ct = _inputs(dtype)
   variables = flax_bn.init(jax.random.key(1), x)
-  # Same parameters and statistics, drawn in the same order.
+  # Same parameters and statistics (initialisation runs Flax's own code in both).
   assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), variables,
                                    ours.init(jax.random.key(1), x)))
   want_y, want_stats, (want_dp, want_dx) = jax.jit(
@@ -111,12 +111,13 @@ def test_training_on_cpu_takes_the_hand_written_backward():
   assert used == (jax.default_backend() == "cpu")
 
 
-def test_statistics_outputs_have_exact_gradients():
+@pytest.mark.parametrize("fast_variance", [False, True])
+def test_statistics_outputs_have_exact_gradients(fast_variance):
   """Cotangents on the batch mean and variance (zero in training) are honoured too."""
   x, ct = _inputs(jnp.float32)
   scale, bias = jnp.linspace(0.5, 1.5, 16), jnp.linspace(-1.0, 1.0, 16)
   cts = (ct, jnp.linspace(-2.0, 2.0, 16), jnp.linspace(1.0, 3.0, 16))
-  args = (1e-5, False, jnp.float32)
+  args = (1e-5, fast_variance, jnp.float32)
   plain = lambda x, s, b: layers._batch_norm_train_fwd(x, s, b, *args)[0]
   custom = lambda x, s, b: layers.batch_norm_train(x, s, b, *args)
   want = jax.vjp(plain, x, scale, bias)[1](cts)
@@ -125,11 +126,12 @@ def test_statistics_outputs_have_exact_gradients():
     np.testing.assert_allclose(g, w, rtol=0, atol=float(1e3 * EPS32 * jnp.max(jnp.abs(w))))
 
 
-def test_second_derivatives_equal_autodiffs():
+@pytest.mark.parametrize("fast_variance", [False, True])
+def test_second_derivatives_equal_autodiffs(fast_variance):
   x, _ = _inputs(jnp.float32)
   x = x[:2, :3, :3, :4]
   scale, bias = jnp.linspace(0.5, 1.5, 4), jnp.zeros(4)
-  args = (1e-5, False, jnp.float32)
+  args = (1e-5, fast_variance, jnp.float32)
 
   def curvature(norm):
     loss = lambda x: jnp.sum(jnp.sin(norm(x, scale, bias)[0]))
@@ -138,3 +140,19 @@ def test_second_derivatives_equal_autodiffs():
   want = curvature(lambda *a: layers._batch_norm_train_fwd(*a, *args)[0])
   got = curvature(lambda *a: layers.batch_norm_train(*a, *args))
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(want))))
+
+
+def test_bias_gradient_keeps_the_bias_dtype():
+  x, ct = _inputs(jnp.float32)
+  scale, bias = jnp.ones(16, jnp.bfloat16), jnp.zeros(16, jnp.float32)
+  norm = lambda x, s, b: layers.batch_norm_train(x, s, b, 1e-5, False, jnp.float32)[0]
+  _, dscale, dbias = jax.vjp(norm, x, scale, bias)[1](ct)
+  assert dscale.dtype == jnp.bfloat16 and dbias.dtype == jnp.float32
+
+
+def test_only_real_floats_of_at_most_32_bits_take_the_custom_path():
+  # Flax keeps float32 statistics only for these; float64 (x64 mode) and complex inputs
+  # run Flax's own code.
+  assert layers._at_most_32_bit_floats(jnp.float32, jnp.bfloat16, jnp.float16, None)
+  for dtype in (np.float64, np.complex64, np.int32):
+    assert not layers._at_most_32_bit_floats(jnp.float32, dtype)

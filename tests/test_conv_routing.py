@@ -159,7 +159,8 @@ def test_route_picks_patches_for_what_xla_cpu_runs_badly():
     assert [_route(*conv) for conv in tiny_maps] == ["canonical"] * 3
   # The critic's head: its 4x4 window covers the 4x4 input, so patches are one reshape.
   assert _route((64, 4, 4, 256), (4, 4, 256, 1), (1, 1), "VALID") == "patches"
-  assert _route((64, 2, 2, 256), (4, 4, 256, 1), (1, 1), ((1, 1), (1, 1))) == "patches"
+  # ... and a strided one (a window of the whole input, which XLA does not swap).
+  assert _route((64, 3, 3, 256), (3, 3, 256, 1), (2, 2), "VALID") == "patches"
   # A single-tap window is a plain matmul, which XLA:CPU runs faster than its 1x1 conv.
   assert _route((64, 8, 8, 256), (1, 1, 256, 128), (1, 1), "VALID") == "patches"
 

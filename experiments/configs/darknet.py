@@ -23,9 +23,10 @@ Variants:
                  kernel gradients went back to XLA's conv). Training time depends on
                  the hour on that VM: a whole run took 189.7 s of training (92.18%,
                  3 min 20 s in all) at 1,268-1,336 images/s in a fast hour, 379-418 s
-                 at 450-830 images/s in slow ones. With jaxgan.models.layers.BatchNorm
-                 (1.08x this step, in-process A/B): 92.16% in 325.2 s at 611-956
-                 images/s, in an hour when the step gauged at 846 images/s.
+                 at 450-830 images/s in slow ones. After jaxgan.models.layers.BatchNorm
+                 (1.08x this step, in-process A/B) and the tiny-map routing change:
+                 92.16% in 325.2 s at 611-956 images/s, in an hour when the step
+                 gauged at 846 images/s.
                  (The previous quick start, Darknet([1, 1, 1], nf=8), batch 128,
                  crop and flips, 8 epochs: 90.50% in 655.5 s.)
   smoke          Tiny, for tests and a first try: 64 Fashion-MNIST images, runs offline.

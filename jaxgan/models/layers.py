@@ -94,12 +94,12 @@ def _batch_norm_train_fwd(x, scale, bias, epsilon, fast_variance, dtype):
   mean, var = _batch_stats(x32, axes, fast_variance)
   inv = lax.rsqrt(var + epsilon)
   y = ((x32 - mean) * (inv * scale) + bias).astype(dtype)
-  return (y, mean, var), (x, mean, inv, scale)
+  return (y, mean, var), (x, mean, inv, scale, bias)
 
 
 def _batch_norm_train_bwd(epsilon, fast_variance, dtype, residuals, cotangents):
   del epsilon, fast_variance, dtype
-  x, mean, inv, scale = residuals
+  x, mean, inv, scale, bias = residuals
   dy, dmean, dvar = cotangents
   axes = tuple(range(x.ndim - 1))
   n = x.size // x.shape[-1]
@@ -112,10 +112,16 @@ def _batch_norm_train_bwd(epsilon, fast_variance, dtype, residuals, cotangents):
   # The batch statistics are outputs too (for the running averages); their cotangents
   # are zero in training, but a caller may differentiate them.
   dx = dx + dmean / n + centred * (2.0 * dvar / n)
-  return (dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(scale.dtype))
+  return (dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype))
 
 
 batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
+
+
+def _at_most_32_bit_floats(*dtypes_) -> bool:
+  """Real floats of at most 32 bits, where Flax's statistics are float32 as here."""
+  return all(d is None or (jnp.issubdtype(d, jnp.floating) and jnp.finfo(d).bits <= 32)
+             for d in dtypes_)
 
 
 class BatchNorm(nn.BatchNorm):
@@ -124,7 +130,10 @@ class BatchNorm(nn.BatchNorm):
   In training mode over the last axis on the CPU backend, the normalisation is
   `batch_norm_train`, whose backward pass XLA:CPU runs in fewer passes over memory than
   autodiff's. Everything else (running averages, initialisation, ``mask``,
-  ``axis_name``, other backends, whose speed was measured with Flax's) is Flax's own.
+  ``axis_name``, float64 or complex inputs, other backends, whose speed was measured with
+  Flax's) is Flax's own. Like any ``custom_vjp``, the CPU training path has no
+  forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``); nothing in jaxgan uses it, and the
+  routed convolutions (``ops.conv_canonical``) have the same limit.
   """
 
   @nn.compact
@@ -134,13 +143,13 @@ class BatchNorm(nn.BatchNorm):
     if (running or mask is not None or self.axis_name is not None
         or self.axis not in (-1, x.ndim - 1) or not (self.use_scale and self.use_bias)
         or not self.force_float32_reductions or jax.default_backend() != "cpu"
-        or self.is_initializing()):
+        or self.is_initializing() or not _at_most_32_bit_floats(x.dtype, self.dtype)):
       return self._flax(x, use_running_average, mask)
     features = (x.shape[-1],)
     ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32),
                             features)
     ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), features)
-    # Flax creates scale, then bias: the same order draws the same initial values.
+    # Flax's names and order (initialisation itself always runs Flax's own code above).
     scale = self.param("scale", self.scale_init, features, self.param_dtype)
     bias = self.param("bias", self.bias_init, features, self.param_dtype)
     dtype = dtypes.canonicalize_dtype(x, scale, bias, dtype=self.dtype)
