@@ -402,9 +402,9 @@ def route(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation=None,
     narrow = rhs_shape[-1] * int(np.prod(ldil)) <= SUBPIXEL_MAX_OUTPUTS
     return "subpixel" if narrow else "phases"
   pads = _explicit_padding(padding, lhs_shape[1:-1], window, strides, rdil)
-  pixels = np.prod([(_dilated(n, ld) + lo + hi - _dilated(k, rd)) // s + 1 for n, k, s,
-                    (lo, hi), ld, rd in zip(lhs_shape[1:-1], window, strides, pads, ldil,
-                                            rdil)])
+  padded = [_dilated(n, ld) + lo + hi for n, ld, (lo, hi) in zip(lhs_shape[1:-1], ldil, pads)]
+  pixels = np.prod([(p - _dilated(k, rd)) // s + 1
+                    for p, k, s, rd in zip(padded, window, strides, rdil)])
   # A tiny map from a no smaller input (not mostly padding) with a contraction large
   # enough to amortise building the patches; only where XLA hands convs to YNNPACK
   # (its defaults): with `compiler_options` Eigen's convs won these whole steps back.
@@ -416,7 +416,6 @@ def route(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation=None,
   # cost more than they save.
   if (small or swapped) and np.prod(window) <= PATCHES_MAX_TAPS:
     return "patches"
-  padded = [_dilated(n, ld) + lo + hi for n, ld, (lo, hi) in zip(lhs_shape[1:-1], ldil, pads)]
   if window == (1,) * nsp or _covers_input(padded, window, rdil):
     return "patches"  # one matmul (after a free reshape when the window is the input)
   return "canonical"

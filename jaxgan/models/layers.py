@@ -144,7 +144,7 @@ class BatchNorm(nn.BatchNorm):
         or self.axis not in (-1, x.ndim - 1) or not (self.use_scale and self.use_bias)
         or not self.force_float32_reductions or jax.default_backend() != "cpu"
         or self.is_initializing() or not _at_most_32_bit_floats(x.dtype, self.dtype)):
-      return self._flax(x, use_running_average, mask)
+      return nn.BatchNorm.__call__(self, x, use_running_average, mask=mask)
     features = (x.shape[-1],)
     ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32),
                             features)
@@ -158,6 +158,3 @@ class BatchNorm(nn.BatchNorm):
     ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
     ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
     return y
-
-  def _flax(self, x, use_running_average, mask):
-    return nn.BatchNorm.__call__(self, x, use_running_average, mask=mask)
