@@ -88,9 +88,13 @@ def l1_loss(x, y):
 
 def _twice(fn, x, y):
   # Every layer treats each image on its own (InstanceNorm normalises per example), so one
-  # call on x and y stacked equals two calls, in one launch.
-  out = fn(jnp.concatenate([x, y]))
-  return out[:x.shape[0]], out[x.shape[0]:]
+  # call on x and y together equals two calls, in one launch. Interleaved (x0, y0, x1, y1,
+  # ...), not concatenated: with the batch split over devices, each device then holds its
+  # own rows of x and of y in the joint batch, where a concatenation would move half of
+  # them to other devices and back (all-to-alls and collective-permutes in every step).
+  out = fn(jnp.stack([x, y], axis=1).reshape((-1,) + x.shape[1:]))
+  out = out.reshape((x.shape[0], 2) + out.shape[1:])
+  return out[:, 0], out[:, 1]
 
 
 def generator_losses(g_a, g_b, d_a, d_b, real_a, real_b, *, lambda_a: float,
