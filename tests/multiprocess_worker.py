@@ -15,13 +15,13 @@ from jaxgan.train import cyclegan, darknet, wgan
 
 def main(workdir: str, image_folder: str):
   parallel.maybe_initialize_distributed()
-  darknet.train_and_evaluate(override(darknet_configs.get_config("smoke"), num_epochs=2),
+  darknet.train_and_evaluate(override(darknet_configs.get_config("smoke"), num_epochs=1),
                              f"{workdir}/darknet")
   wgan.train_and_evaluate(override(wgan_configs.get_config("smoke"), num_gen_iters=2,
                                    second_phase=False), f"{workdir}/wgan")
   # A streamed folder: each process decodes only its own rows of each batch.
   cyclegan.train_and_evaluate(override(
-      cyclegan_configs.get_config("smoke"), batch_size=4, stop_after_step=3,
+      cyclegan_configs.get_config("smoke"), batch_size=4, stop_after_step=2,
       **{"data.source": "folder", "data.on_device": False, "data.path": image_folder}),
       f"{workdir}/cyclegan")
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import needs_fashion_mnist
+from conftest import adam_noise_drift, needs_fashion_mnist
 from jaxgan import checkpoint, metrics, parallel
 from jaxgan.train import cyclegan, darknet, wgan
 
@@ -31,6 +31,7 @@ def free_port() -> int:
 
 
 def launch(workdir, image_folder, processes, devices_per_process):
+  """Starts the worker as ``processes`` processes; returns them, running."""
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
              JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "")
@@ -40,13 +41,21 @@ def launch(workdir, image_folder, processes, devices_per_process):
     if processes > 1:
       env = dict(env, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                  JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID=str(i))
-    procs.append(subprocess.Popen(
+    # A file, not a pipe: a process blocked on a full pipe would stall the others'
+    # collectives while we wait on the first.
+    log = open(f"{workdir}.{i}.log", "w")  # pylint: disable=consider-using-with
+    procs.append((subprocess.Popen(
         [sys.executable, os.path.join(REPO, "tests", "multiprocess_worker.py"), workdir,
-         image_folder], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True))
-  for p in procs:
-    _, err = p.communicate(timeout=900)
-    assert p.returncode == 0, err[-4000:]
+         image_folder], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+  return procs
+
+
+def wait(procs):
+  for p, log in procs:
+    p.wait(timeout=900)
+    log.close()
+    with open(log.name) as f:
+      assert p.returncode == 0, f.read()[-4000:]
 
 
 def restore(name, workdir):
@@ -75,16 +84,17 @@ def image_folder(root):
 
 
 # The gradients are the same sums in another order: float32 rounding of ~1e-5 of their
-# size. SGD turns that into lr·1e-5 per step (lr up to max_lr = 1.3, 8 steps: 1e-4);
+# size. SGD turns that into lr·1e-5 per step (lr up to max_lr = 1.3, 4 steps: 5e-5).
 # RMSProp and Adam normalise gradients, so a parameter whose gradient is zero in exact
-# arithmetic can move by up to lr/sqrt(1 - decay) (RMSProp: 10 lr; Adam: lr) per step either
-# way. The bounds below are those, not one machine's rounding.
+# arithmetic can move by up to lr/sqrt(1 - decay) per step either way with RMSProp (10 lr;
+# the WGAN's critic takes 3 + 2 steps) and by adam_noise_drift with Adam (the CycleGAN's 2
+# steps). The bounds below are those, not one machine's rounding.
 # Darknet's BatchNorm sums run over batch x pixels (12,544 terms a channel), where the
 # order moves the result by ~1e-4 relative; SGD with momentum at lr up to 1.3 carries
-# that into the BatchNorm parameters at up to ~1e-3 over 8 steps (measured: 5e-4).
+# that into the BatchNorm parameters at up to ~1e-3 over 4 steps.
 TOLERANCE = {"darknet": dict(rtol=1e-4, atol=2e-3),
-             "wgan": dict(rtol=1e-4, atol=2 * 10 * 1e-4 * 3),
-             "cyclegan": dict(rtol=1e-4, atol=2 * 2e-4 * 3)}
+             "wgan": dict(rtol=1e-4, atol=2 * 10 * 1e-4 * 5),
+             "cyclegan": dict(rtol=1e-4, atol=2 * adam_noise_drift(2e-4, 0.5, 0.999, 2))}
 LOSS = {"darknet": "train_loss", "wgan": "Loss_D", "cyclegan": "G_A"}
 
 
@@ -92,8 +102,10 @@ LOSS = {"darknet": "train_loss", "wgan": "Loss_D", "cyclegan": "G_A"}
 def runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("multiprocess")
   folder = image_folder(root / "data")
-  launch(str(root / "one"), folder, processes=1, devices_per_process=4)
-  launch(str(root / "two"), folder, processes=2, devices_per_process=2)
+  # Both runs at once: the two processes spend much of their time waiting on each other's
+  # collectives (gloo over TCP), time the single process can use.
+  wait(launch(str(root / "one"), folder, processes=1, devices_per_process=4)
+       + launch(str(root / "two"), folder, processes=2, devices_per_process=2))
   return str(root / "one"), str(root / "two")
 
 
