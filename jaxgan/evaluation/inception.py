@@ -41,6 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgan import ops
+
 NUM_PARAMS = 23_850_960
 NUM_BATCH_STATS = 34_432
 NUM_FEATURES = 2048
@@ -370,7 +372,9 @@ def inception_extractor(path: str | os.PathLike | None = None, batch_size: int =
   variables = jax.device_put(variables)
   model = FIDInceptionV3()
 
-  @jax.jit
+  # ops' compiler options: 8 images took 0.91 s instead of 1.62 s on the project's 2-core
+  # Xeon (XLA:CPU; no options elsewhere).
+  @ops.jit
   def forward(variables, images):
     x = images.astype(jnp.float32) * (2.0 / 255.0) - 1.0
     features, logits = model.apply(variables, x)

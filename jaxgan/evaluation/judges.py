@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgan import ops
 from jaxgan.data import augment
 from jaxgan.evaluation import inception
 from jaxgan.evaluation.report import Extractor
@@ -64,7 +65,7 @@ def classifier_judge(workdir: str, batch_size: int = 500) -> Judge:
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   channels = clf.image_shape[-1]
 
-  @jax.jit
+  @ops.jit  # as the Darknet trained: its routed convolutions assume ops' compiler options
   def features_and_probs(x):
     x = augment.normalize(x, clf.mean, clf.std, jnp.float32)
     logits, inter = clf.model.apply(variables, x, train=False, mutable=["intermediates"])

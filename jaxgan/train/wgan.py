@@ -419,7 +419,7 @@ class WGAN(loop.Task):
         batch_size=config.gen_batch_size or config.batch_size, **models_kw),
         donate_argnums=(0,))
     self._generate = ops.jit(functools.partial(generate, generator=self.generator))
-    self._start_phase = jax.jit(
+    self._start_phase = ops.jit(
         functools.partial(start_phase, gen_tx=self.gen_tx, critic_tx=self.critic_tx),
         out_shardings=parallel.replicated(mesh), donate_argnums=(0,))
 
