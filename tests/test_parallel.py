@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+from conftest import TEST_XLA_FLAGS
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = textwrap.dedent("""
@@ -47,7 +49,8 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_eight_devices_equal_one_device():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  env = dict(os.environ,
+             XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}",
              PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]))
   result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
