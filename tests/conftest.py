@@ -22,9 +22,15 @@ def _cpu_only() -> bool:
 # VM a cold-cache run of the three smoke trainings (tests/multiprocess_worker.py) took
 # 59 s instead of 93 s, and the steps ran no slower at these sizes. XLA's GPU backend
 # rejects levels under 2, hence CPU-only. Set before JAX starts its backend; subprocesses
-# inherit it, and those that set XLA_FLAGS themselves append TEST_XLA_FLAGS.
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0" if _cpu_only() else ""
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+# inherit it (`xla_flags_for` adds a device count to it).
+if _cpu_only():
+  os.environ["XLA_FLAGS"] = (
+      f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip())
+
+
+def xla_flags_for(devices: int) -> str:
+  """This suite's XLA_FLAGS for a subprocess with ``devices`` CPU devices."""
+  return f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position

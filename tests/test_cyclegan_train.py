@@ -15,7 +15,7 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from conftest import TEST_XLA_FLAGS, needs_fashion_mnist, override
+from conftest import needs_fashion_mnist, override, xla_flags_for
 from experiments import cyclegan as cyclegan_cli
 from experiments import translate as translate_cli
 from experiments.configs import cyclegan as cyclegan_configs
@@ -363,7 +363,7 @@ def test_two_devices_train_as_one():
   """Batch sharded over a ("data",) mesh, state and pools replicated: same training."""
   import subprocess
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {TEST_XLA_FLAGS}",
+  env = dict(os.environ, XLA_FLAGS=xla_flags_for(2),
              PYTHONPATH=os.pathsep.join([repo, os.path.join(repo, "tests")]),
              JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "")
   result = subprocess.run([sys.executable, "-c", PARALLEL_SCRIPT], cwd=repo, env=env,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TEST_XLA_FLAGS, adam_noise_drift, needs_fashion_mnist
+from conftest import adam_noise_drift, needs_fashion_mnist, xla_flags_for
 from experiments.configs import cyclegan as cyclegan_configs
 from jaxgan import checkpoint, metrics, parallel
 from jaxgan.train import cyclegan, darknet, wgan
@@ -35,8 +35,7 @@ def free_port() -> int:
 def launch(workdir, image_folder, processes, devices_per_process):
   """Starts the worker as ``processes`` processes; returns them, running."""
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process} "
-                       f"{TEST_XLA_FLAGS}",
+             XLA_FLAGS=xla_flags_for(devices_per_process),
              JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "")
   port = free_port()
   procs = []

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import TEST_XLA_FLAGS
+from conftest import xla_flags_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,8 +49,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_eight_devices_equal_one_device():
-  env = dict(os.environ,
-             XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}",
+  env = dict(os.environ, XLA_FLAGS=xla_flags_for(8),
              PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]))
   result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)

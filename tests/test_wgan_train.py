@@ -12,7 +12,7 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from conftest import TEST_XLA_FLAGS, needs_fashion_mnist, override
+from conftest import needs_fashion_mnist, override, xla_flags_for
 from experiments.configs import wgan as wgan_configs
 from jaxgan import images, metrics, ops, parallel
 from jaxgan.data import folder
@@ -381,7 +381,7 @@ PARALLEL = textwrap.dedent("""
 
 
 def test_two_devices_train_like_one():
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {TEST_XLA_FLAGS}",
+  env = dict(os.environ, XLA_FLAGS=xla_flags_for(2),
              PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]))
   result = subprocess.run([sys.executable, "-c", PARALLEL], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
