@@ -13,7 +13,7 @@ from absl import app, flags
 from absl import logging
 from ml_collections import config_flags
 
-from jaxgan import checkpoint
+from jaxgan import checkpoint, config as config_lib
 from jaxgan.train import loop
 
 config_flags.DEFINE_config_file(
@@ -57,12 +57,26 @@ def require(*names: str, example: str) -> None:
     raise app.UsageError(f"{' and '.join(missing)} required, e.g. {example}")
 
 
-def run(main) -> None:
+def config_overrides(argv) -> list[str]:
+  """The fields a command line overrides: ``--config.data.path=X`` → ``data.path``."""
+  return [arg[len("--config."):].split("=")[0] for arg in argv if arg.startswith("--config.")]
+
+
+def run(main, system: str | None = None) -> None:
   """``app.run(main)``; a user error ends with its one-line message and exit status 1.
 
-  A run stopped by SIGTERM or Ctrl-C (checkpointed, resumable) exits with 128 + the
-  signal's number, as a killed process would, so schedulers see it did not finish.
+  ``system``: the entry point's system; a field it renamed, given on the command line,
+  is such an error, naming the new field. A run stopped by SIGTERM or Ctrl-C
+  (checkpointed, resumable) exits with 128 + the signal's number, as a killed process
+  would, so schedulers see it did not finish.
   """
+  if system is not None:
+    try:
+      config_lib.check_renamed(system, config_overrides(sys.argv))
+    except ValueError as e:
+      print(f"error: {e}", file=sys.stderr, flush=True)
+      sys.exit(1)
+
   def guarded(argv):
     quiet_library_logs()
     try:

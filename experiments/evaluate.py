@@ -18,14 +18,15 @@ two halves: one is the reference, the other the floor.
 import json
 import os
 
+import jax
 import numpy as np
 from absl import app, flags
 
 from experiments import common
-from jaxgan import metrics
+from jaxgan import config as config_lib
 from jaxgan.data import folder, unaligned
-from jaxgan.evaluation import judges, report, runs
-from jaxgan.train import cyclegan, wgan
+from jaxgan.evaluation import judges, report, runs as judged_runs
+from jaxgan.train import cyclegan, runs, wgan
 
 flags.DEFINE_string("judge", None, "classifier:WORKDIR (a jaxgan Darknet run) or "
                     "inception:WEIGHTS.npz (FID Inception).")
@@ -38,7 +39,7 @@ FLAGS = flags.FLAGS
 
 def run_kind(workdir: str) -> str:
   """"wgan" or "cyclegan", from the run's config.json; a clear error for anything else."""
-  kind = metrics.run_system(metrics.read_config(workdir))
+  kind = config_lib.run_system(config_lib.read_config(workdir))
   if kind not in ("wgan", "cyclegan"):
     raise ValueError(f"{workdir} is not a WGAN or CycleGAN run (a Darknet run? evaluate it "
                      "with python -m experiments.darknet --mode eval).")
@@ -47,12 +48,10 @@ def run_kind(workdir: str) -> str:
 
 def evaluate_wgan(workdir: str, judge: judges.Judge, num: int, seed: int = 0,
                   step: int | None = None) -> dict:
-  trainer, state = wgan.restore_state(workdir, step=step)
-  config = trainer.config
-  import jax  # pylint: disable=g-import-not-at-top
-  z = jax.random.normal(jax.random.PRNGKey(seed), (num, config.model.nz))
-  fakes = trainer.samples(state, z)
-  judged = runs.WGANJudge(config, judge, num, pixel_memorisation=True)
+  run = runs.restore(workdir, "wgan", step=step)
+  z = jax.random.normal(jax.random.PRNGKey(seed), (num, run.config.model.nz))
+  fakes = wgan.samples(wgan.generator_fn(run.config), run.state.generator, z)
+  judged = judged_runs.WGANJudge(run.config, judge, num, pixel_memorisation=True)
   scores = judged.score(fakes)
   report.save_nearest_neighbours(os.path.join(workdir, "nearest_training_images.png"),
                                  fakes, judged.train)
@@ -61,11 +60,10 @@ def evaluate_wgan(workdir: str, judge: judges.Judge, num: int, seed: int = 0,
 
 def evaluate_cyclegan(workdir: str, judge: judges.Judge, num: int,
                       step: int | None = None) -> dict:
-  gan, g_params, _ = cyclegan.load_generators(workdir, step=step)
-  domains = unaligned.load_domains(gan.config.data)
-  judged = runs.CycleGANJudge(gan.config, domains, judge, num)
-  return judged.score(lambda direction, images: gan.translate_batch(g_params, direction,
-                                                                    images))
+  run = runs.restore(workdir, "cyclegan", step=step)
+  judged = judged_runs.CycleGANJudge(run.config, unaligned.load_domains(run.config.data),
+                                     judge, num)
+  return judged.score(cyclegan.translator(run.config, run.state.g_params))
 
 
 def evaluate_folders(real_dir: str, fake_dir: str, judge: judges.Judge, size: int,
@@ -104,7 +102,7 @@ def evaluate(judge_spec: str, workdir: str | None = None, real: str | None = Non
   with open(out, "w") as f:
     json.dump(document, f, indent=2)
   for name, scores in results.items():
-    print(f"{name} (judge {judge_spec}):\n{runs.table(scores)}\n", flush=True)
+    print(f"{name} (judge {judge_spec}):\n{judged_runs.table(scores)}\n", flush=True)
   print(f"wrote {out}", flush=True)
   return document
 

@@ -19,13 +19,13 @@ Needs matplotlib, which jaxgan itself does not: ``pip install matplotlib``.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 from absl import app, flags
 
 from experiments import common
+from jaxgan import config as config_lib, metrics
 
 flags.DEFINE_list("labels", None, "One legend label per run (default: the folder names).")
 flags.DEFINE_list("metrics", None, "Panels, in order (default: WGAN fd,precision,recall,"
@@ -70,12 +70,9 @@ def eval_records(workdir: str) -> list[dict]:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} does not exist: is {workdir} a training run's folder?")
   by_step = {}
-  with open(path) as f:
-    for line in f:
-      if line.strip():
-        record = json.loads(line)
-        if "eval_seconds" in record:
-          by_step[record["step"]] = record  # a resumed run may repeat a step: keep the newest
+  for record in metrics.read_metrics(workdir):
+    if "eval_seconds" in record:
+      by_step[record["step"]] = record  # a resumed run may repeat a step: keep the newest
   if not by_step:
     raise ValueError(f"{path} holds no evaluation records: train with --config.eval.judge="
                      "classifier:WORKDIR (or inception:WEIGHTS.npz) to record scores.")
@@ -114,8 +111,7 @@ def _pyplot():
 
 def _judge_of(workdir: str) -> str | None:
   try:
-    with open(os.path.join(workdir, "config.json")) as f:
-      return json.load(f).get("eval", {}).get("judge") or None
+    return config_lib.read_config(workdir).get("eval", {}).get("judge") or None
   except (OSError, ValueError):
     return None
 

@@ -17,7 +17,7 @@ from PIL import Image
 from experiments import common
 from jaxgan import images as image_io
 from jaxgan.data.folder import list_image_files
-from jaxgan.train import cyclegan
+from jaxgan.train import cyclegan, runs
 
 flags.DEFINE_enum("direction", "AtoB", ["AtoB", "BtoA"], "AtoB uses G_A, BtoA uses G_B.")
 flags.DEFINE_string("input", None, "Folder of images to translate (searched recursively).")
@@ -41,10 +41,11 @@ def translate_folder(workdir: str, direction: str, input_dir: str, output_dir: s
   Returns:
     ``{"written": [paths], "skipped": n, "step": checkpoint step}``.
   """
-  if direction not in ("AtoB", "BtoA"):
-    raise ValueError(f"direction={direction!r}: use AtoB (G_A) or BtoA (G_B).")
-  gan, g_params, meta = cyclegan.load_generators(workdir, step=step)
-  mode = "L" if gan.channels == 1 else "RGB"
+  cyclegan.check_direction(direction)
+  run = runs.restore(workdir, "cyclegan", step=step)
+  translate = cyclegan.whole_image_translator(run.config, run.state.g_params)
+  channels = cyclegan.image_channels(run.config)
+  mode = "L" if channels == 1 else "RGB"
   written, skipped = [], 0
   for path in list_image_files(input_dir):
     try:
@@ -54,12 +55,12 @@ def translate_folder(workdir: str, direction: str, input_dir: str, output_dir: s
       logging.warning("Skipping unreadable image %s: %s: %s", path, type(e).__name__, e)
       skipped += 1
       continue
-    out = gan.translate(g_params, direction, image.reshape(*image.shape[:2], gan.channels))
+    out = translate(direction, image.reshape(*image.shape[:2], channels))
     rel = os.path.splitext(os.path.relpath(path, input_dir))[0] + ".png"
     written.append(image_io.save_png(os.path.join(output_dir, rel), out))
   logging.info("translated %d images %s with step %d into %s (%d unreadable skipped)",
-               len(written), direction, meta["step"], output_dir, skipped)
-  return {"written": written, "skipped": skipped, "step": meta["step"]}
+               len(written), direction, run.step, output_dir, skipped)
+  return {"written": written, "skipped": skipped, "step": run.step}
 
 
 def main(argv):

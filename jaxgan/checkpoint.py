@@ -116,31 +116,6 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return restored["state"], restored["meta"]
 
-  def restore_meta(self, step: int | None = None) -> dict:
-    """The JSON record of the checkpoint ``restore`` would pick, with the same errors.
-
-    The state is read too (to host memory), since a truncated state file leaves the
-    record readable: without the read this could name a step that ``restore`` skips.
-    """
-    try:
-      host = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
-    except RuntimeError:  # JAX_PLATFORMS without cpu
-      host = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-
-    def args(s):
-      handler = ocp.StandardCheckpointHandler()
-      try:
-        saved = handler.metadata(self._step_dir(s) / "state")
-        saved = getattr(saved, "tree", saved)  # TreeMetadata; older orbax: the tree
-      finally:
-        handler.close()
-      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=host),
-                            saved)
-      return ocp.args.Composite(state=ocp.args.StandardRestore(target),
-                                meta=ocp.args.JsonRestore())
-
-    return self._restore_good(step, args)["meta"]
-
   def _restore_good(self, step, make_args):
     """Restores ``make_args(step)`` at ``step``, or walks back from the newest."""
     steps = sorted(self._manager.all_steps(), reverse=True)

@@ -121,3 +121,18 @@ def save_pngs(directory: str | os.PathLike, images, prefix: str = "sample",
       save_png(os.path.join(os.fspath(directory), f"{prefix}_{i:0{width}d}.png"), image)
       for i, image in enumerate(images)
   ]
+
+
+def fit_to(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """Centre-crops (larger) or black-pads (smaller) each side of (N, H, W, C) to ``size``."""
+  out = images
+  for axis, target in ((1, size[0]), (2, size[1])):
+    n = out.shape[axis]
+    if n > target:
+      start = (n - target) // 2
+      out = np.take(out, np.arange(start, start + target), axis=axis)
+    elif n < target:
+      pad = [(0, 0)] * out.ndim
+      pad[axis] = ((target - n) // 2, target - n - (target - n) // 2)
+      out = np.pad(out, pad)
+  return out

@@ -7,6 +7,7 @@
 - ``torch_rmsprop``: RMSProp as PyTorch defines it (the WGAN reference's optimiser).
 - ``clip_params``: WGAN's weight clipping.
 - ``linear_decay_epochs``: CycleGAN's constant-then-linear learning rate, per epoch.
+- ``set_learning_rate``: the learning rate held in an ``inject_hyperparams`` state, set.
 """
 
 from typing import Callable
@@ -104,3 +105,14 @@ def linear_decay_epochs(base_lr: float, n_epochs: int, n_epochs_decay: int) -> C
     epoch = jnp.asarray(epoch, jnp.float32)
     return base_lr * (1 - jnp.maximum(0.0, epoch + 1 - n_epochs) / (n_epochs_decay + 1))
   return schedule
+
+
+def set_learning_rate(opt_state, learning_rate):
+  """An ``optax.inject_hyperparams`` state with its learning rate set to ``learning_rate``.
+
+  The rate then lives in the optimizer state, so it is checkpointed with it: CycleGAN's
+  per-epoch decay and the WGAN's second pass at lr/10 set it this way.
+  """
+  hyper = dict(opt_state.hyperparams)
+  hyper["learning_rate"] = jnp.asarray(learning_rate, hyper["learning_rate"].dtype)
+  return opt_state._replace(hyperparams=hyper)

@@ -1,9 +1,9 @@
 """Data parallelism with one jitted program over a ("data",) mesh of every device.
 
-The batch is sharded along its first axis and the train state is replicated, so the
-gradient is the global-batch mean and BatchNorm sees global-batch statistics with no extra
-code (REFERENCE §5). The same program spans several hosts after
-``jax.distributed.initialize()``.
+The batch is sharded along its first axis (`jaxgan.data.feed` builds every batch and its
+sharding) and the train state is replicated, so the gradient is the global-batch mean and
+BatchNorm sees global-batch statistics with no extra code. The same program spans several
+hosts after ``jax.distributed.initialize()``.
 """
 
 import os
@@ -40,11 +40,6 @@ def make_mesh(devices=None) -> Mesh:
   return Mesh(np.asarray(devices), ("data",))
 
 
-def data_sharding(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
-  """Split along ``batch_axis`` over the devices (1 for a WGAN block (n, B, ...))."""
-  return NamedSharding(mesh, P(*([None] * batch_axis), "data"))
-
-
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
@@ -67,9 +62,3 @@ def abstract_replicated(shapes, mesh: Mesh):
 def replicate(tree, mesh: Mesh):
   """Puts a host pytree on every device (the state, small data sets)."""
   return jax.device_put(tree, replicated(mesh))
-
-
-def shard_host_batch(batch, mesh: Mesh):
-  """Turns this host's slice of a global batch (numpy) into a global sharded array."""
-  sharding = data_sharding(mesh)
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)

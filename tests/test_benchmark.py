@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiments import benchmark
+from benchmarks import benchmark
 
 
 @pytest.mark.parametrize("name", ["darknet", "wgan", "cyclegan"])

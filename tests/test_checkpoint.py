@@ -90,27 +90,16 @@ def test_damaged_newest_falls_back_to_the_previous_one(ckpt_dir, caplog, capfd, 
   assert "Event loop is closed" not in err
 
 
-def test_restore_meta_names_the_step_restore_would_use(ckpt_dir, caplog):
-  damage(ckpt_dir, 3, "truncate")  # its JSON record still reads fine
-  ckpt = checkpoint.Checkpointer(ckpt_dir)
-  with caplog.at_level(logging.WARNING):
-    assert ckpt.restore_meta() == {"step": 2}
-  assert any("step 3" in m for m in warnings_of(caplog))
-  assert ckpt.restore_meta(1) == {"step": 1}
-  ckpt.close()
-
-
 def test_all_damaged_is_one_clear_error(ckpt_dir):
   for step, how in zip(STEPS, ("truncate", "delete", "truncate")):
     damage(ckpt_dir, step, how)
   ckpt = checkpoint.Checkpointer(ckpt_dir)
-  for restore in (lambda: ckpt.restore(tree(0)), ckpt.restore_meta):
-    with pytest.raises(checkpoint.CheckpointError) as info:
-      restore()
-    text = str(info.value)
-    assert all(f"step {s}:" in text for s in STEPS)
-    assert "Remove the damaged step folders" in text and "fresh --workdir" in text
-    assert "TensorStore" not in text  # the cause, not orbax's page of spec
+  with pytest.raises(checkpoint.CheckpointError) as info:
+    ckpt.restore(tree(0))
+  text = str(info.value)
+  assert all(f"step {s}:" in text for s in STEPS)
+  assert "Remove the damaged step folders" in text and "fresh --workdir" in text
+  assert "TensorStore" not in text  # the cause, not orbax's page of spec
   assert isinstance(info.value, RuntimeError)
   assert ckpt.all_steps() == [1, 2, 3]  # nothing restored, so nothing moved
   assert not os.path.exists(ckpt_dir + ".damaged")
@@ -122,8 +111,6 @@ def test_explicit_damaged_step_is_the_error_not_a_fallback(ckpt_dir):
   ckpt = checkpoint.Checkpointer(ckpt_dir)
   with pytest.raises(checkpoint.CheckpointError, match="step 3:"):
     ckpt.restore(tree(0), step=3)
-  with pytest.raises(checkpoint.CheckpointError, match="step 3:"):
-    ckpt.restore_meta(3)
   state, meta = ckpt.restore(tree(0), step=2)  # an explicit good step still restores
   assert meta == {"step": 2}
   np.testing.assert_array_equal(state["w"], tree(2)["w"])
@@ -137,8 +124,6 @@ def test_empty_directory_is_file_not_found(tmp_path):
   ckpt = checkpoint.Checkpointer(str(tmp_path / "none"))
   with pytest.raises(FileNotFoundError, match="train first"):
     ckpt.restore(tree(0))
-  with pytest.raises(FileNotFoundError, match="train first"):
-    ckpt.restore_meta()
   ckpt.close()
 
 
@@ -146,7 +131,7 @@ def test_only_abandoned_read_reports_are_held_back(ckpt_dir, monkeypatch):
   reported = []
   monkeypatch.setattr(sys, "unraisablehook", reported.append)
   ckpt = checkpoint.Checkpointer(ckpt_dir)
-  ckpt.restore_meta()
+  ckpt.restore(tree(0))  # installs the hook
   ckpt.close()
 
   def unraisable(error):

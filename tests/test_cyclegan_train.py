@@ -5,6 +5,7 @@ runs use the ``smoke`` config (16×16 Fashion-MNIST crops, ngf = ndf = 4, 12 ite
 the runs share one compiled step through the test XLA cache.
 """
 
+import functools
 import os
 import sys
 
@@ -19,9 +20,9 @@ from conftest import needs_fashion_mnist, override, xla_flags_for
 from experiments import cyclegan as cyclegan_cli
 from experiments import translate as translate_cli
 from experiments.configs import cyclegan as cyclegan_configs
-from jaxgan import checkpoint, images as image_io, metrics, parallel
-from jaxgan.data import unaligned
-from jaxgan.train import cyclegan
+from jaxgan import checkpoint, images as image_io, metrics, optim, parallel
+from jaxgan.data import augment, unaligned
+from jaxgan.train import cyclegan, runs
 
 
 def smoke_config(**overrides):
@@ -35,11 +36,8 @@ def run_cli(module, args):
 
 
 def final_state(workdir, config):
-  gan = cyclegan.CycleGAN(config, parallel.make_mesh())
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
-  state, meta = ckpt.restore(gan.abstract_state())
-  ckpt.close()
-  return jax.device_get(state), meta
+  run = runs.restore(workdir, "cyclegan", config=config)
+  return jax.device_get(run.state), run.step
 
 
 @pytest.fixture(scope="module")
@@ -159,18 +157,21 @@ def test_learning_rate_schedule_per_epoch_as_the_step_uses_it():
   images = np.zeros((12, 20, 20, 1), np.uint8)
   domains = unaligned.Domains(*(unaligned.ArraySource(images) for _ in range(4)),
                               channels=1, description="zeros")
-  feed = unaligned.UnalignedFeed(domains, config.batch_size, config.seed, mesh)
-  gan = cyclegan.CycleGAN(config, mesh, feed)  # 12 pairs, batch 2: 6 steps per epoch
+  data = unaligned.make_feed(domains, config.batch_size, config.seed, mesh)
+  assert data.epoch_size == 12  # 12 pairs, batch 2: 6 steps per epoch
+  learning_rate = functools.partial(
+      cyclegan.learning_rate, schedule=optim.linear_decay_epochs(2e-4, 100, 100),
+      batch_size=config.batch_size, epoch_size=data.epoch_size)
   expected = {0: 2e-4, 99: 2e-4, 100: 2e-4 * (1 - 1 / 101), 150: 2e-4 * (1 - 51 / 101),
               199: 2e-4 * (1 - 100 / 101)}
   steps = jnp.asarray([6 * epoch for epoch in expected] + [6 * 100 - 1, 6 * 100 + 5])
-  lrs = jax.jit(gan.learning_rate)(steps)
+  lrs = jax.jit(learning_rate)(steps)
   np.testing.assert_allclose(lrs[:5], list(expected.values()), rtol=1e-5)  # float32
   # The last step of epoch 99 still has the full rate; the last of epoch 100 the decayed.
   np.testing.assert_allclose(lrs[5:], [2e-4, 2e-4 * (1 - 1 / 101)], rtol=1e-6)
   # The rate lives in the optimizer state, where the step puts it.
-  opt_state = gan.tx_g.init({"w": jnp.zeros(3)})
-  opt_state = cyclegan.with_learning_rate(opt_state, lrs[4])
+  opt_state = cyclegan.make_optimizers(config)[0].init({"w": jnp.zeros(3)})
+  opt_state = optim.set_learning_rate(opt_state, lrs[4])
   assert float(opt_state.hyperparams["learning_rate"]) == pytest.approx(2e-4 / 101, rel=1e-5)
   assert cyclegan.total_steps(config, 12) == 200 * 6
   assert cyclegan.total_steps(smoke_config(batch_size=8, n_epochs=1, n_epochs_decay=0),
@@ -212,9 +213,9 @@ def test_interrupted_run_resumes_exactly_including_pools(smoke_run, tmp_path):
     config.stop_after_step = -1
   cyclegan.train_and_evaluate(config, interrupted)  # the same call again: resumes
 
-  a, meta_a = final_state(smoke_run, config)
-  b, meta_b = final_state(interrupted, config)
-  assert meta_a["step"] == meta_b["step"] == 12 and int(a.step) == int(b.step) == 12
+  a, step_a = final_state(smoke_run, config)
+  b, step_b = final_state(interrupted, config)
+  assert step_a == step_b == 12 and int(a.step) == int(b.step) == 12
   assert int(b.fake_a_pool.count) == int(b.fake_b_pool.count) == 3
   assert np.abs(b.fake_b_pool.images).min() > 0  # the pool holds real fakes
   assert float(b.g_opt_state.hyperparams["learning_rate"]) == pytest.approx(1e-4)
@@ -245,11 +246,12 @@ def test_translate_folder_keeps_each_image_size(smoke_run, tmp_path):
 
 def test_translation_of_a_crop_equals_the_sample_generator(smoke_run):
   """Padding to a multiple of 4 and cropping back leaves 4k-sized images untouched."""
-  gan, g_params, _ = cyclegan.load_generators(smoke_run)
+  run = runs.restore(smoke_run, "cyclegan")
+  g_params = run.state.g_params
   image = np.random.default_rng(1).integers(0, 256, (16, 16, 1), np.uint8)
-  out = gan.translate(g_params, "BtoA", image)
-  direct = gan.generator.apply({"params": g_params["G_B"]},
-                               cyclegan.to_unit_range(image)[None])
+  out = cyclegan.whole_image_translator(run.config, g_params)("BtoA", image)
+  generator, _ = cyclegan.build_models(run.config)
+  direct = generator.apply({"params": g_params["G_B"]}, augment.to_unit_range(image[None]))
   np.testing.assert_array_equal(out, image_io.to_uint8(np.asarray(direct[0])))
 
 
@@ -269,7 +271,7 @@ def test_folder_data_streamed_or_on_device_trains_identically(tmp_path):
         "data.on_device": on_device})
     workdir = str(tmp_path / f"run_{on_device}")
     record = cyclegan.train_and_evaluate(config, workdir)
-    assert record["step"] == 3 and record["skipped_files"] == 0
+    assert record["step"] == 3 and record["skipped_images"] == 0
     states.append(final_state(workdir, config)[0])
   for x, y in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -300,13 +302,16 @@ def test_clear_errors(tmp_path):
     translate_cli.translate_folder(str(tmp_path), "AtoC", str(tmp_path), str(tmp_path))
   with pytest.raises(FileNotFoundError, match="config.json"):
     translate_cli.translate_folder(str(tmp_path / "w3"), "AtoB", str(tmp_path), str(tmp_path))
+  with pytest.raises(ValueError, match="--config.num_samples"):
+    cyclegan.validate_config(smoke_config(num_samples=0))
 
 
 def test_paper_config_matches_the_reference_settings():
   c = cyclegan_configs.get_config("horse2zebra")
   assert (c.model.ngf, c.model.ndf, c.model.n_blocks, c.model.n_layers_d) == (64, 64, 9, 3)
   assert (c.data.load_size, c.data.crop_size, c.batch_size, c.pool_size) == (286, 256, 1, 50)
-  assert (c.n_epochs, c.n_epochs_decay, c.lr, c.b1, c.b2) == (100, 100, 2e-4, 0.5, 0.999)
+  assert (c.n_epochs, c.n_epochs_decay, c.lr, c.adam_b1, c.adam_b2) == (100, 100, 2e-4, 0.5,
+                                                                      0.999)
   assert (c.lambda_a, c.lambda_b, c.lambda_identity) == (10.0, 10.0, 0.5)
   assert c.data.source == "tfds" and c.data.name == "horse2zebra"
   with pytest.raises(AttributeError):
@@ -332,11 +337,12 @@ config = smoke_config(batch_size=2)
 
 def train(devices, steps=3):
   mesh = parallel.make_mesh(devices)
-  feed = unaligned.UnalignedFeed(domains, config.batch_size, config.seed, mesh)
-  gan = cyclegan.CycleGAN(config, mesh, feed)
-  state, losses, batches = gan.init_state(), [], feed.batches(0)
+  task = cyclegan.make_task(config, mesh, unaligned.make_feed(domains, config.batch_size,
+                                                               config.seed, mesh))
+  state, losses = task.init_state(), []
+  batches = task.batches(0, state)
   for _ in range(steps):
-    state, step_metrics = gan.train_step(state, next(batches))
+    state, step_metrics = task.step(state, next(batches).inputs)
     losses.append(jax.device_get(step_metrics))
   return losses, jax.device_get(state), state
 
@@ -350,7 +356,7 @@ for a, b in zip(one_losses, two_losses):
 # order, and Adam turns noise of either sign into steps of about ±lr. adam_noise_drift
 # bounds how far Adam can move any parameter, so for the parameters this is a ceiling,
 # not a proof: the losses above, compared step by step, show the training is the same.
-atol = 2 * adam_noise_drift(config.lr, config.b1, config.b2, steps=3) + 1e-6
+atol = 2 * adam_noise_drift(config.lr, config.adam_b1, config.adam_b2, steps=3) + 1e-6
 for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two)):
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=atol)
 assert int(two.fake_b_pool.count) == 3
@@ -376,12 +382,14 @@ def test_every_generator_forward_draws_its_own_dropout_mask():
   # The reference's G_A runs on real A (fake B), on fake A (rec B) and on real B (identity)
   # with a fresh dropout mask each time; one key per network would repeat the mask.
   config = smoke_config(**{"model.dropout": 0.5})
-  gan = cyclegan.CycleGAN(config, parallel.make_mesh())
-  state = gan.init_state()
+  state = cyclegan.initial_state(config, parallel.make_mesh())
+  generator, discriminator = cyclegan.build_models(config)
+  nets = dict(generator=generator, discriminator=discriminator, dropout=0.5)
   x = jnp.ones((1, 16, 16, 1))
-  g_a, _, _, _ = gan._networks(state.g_params, state.d_params, jax.random.PRNGKey(0))  # pylint: disable=protected-access
+  g_a, _, _, _ = cyclegan.networks(state.g_params, state.d_params,
+                                   dropout_key=jax.random.PRNGKey(0), **nets)
   first, second = np.asarray(g_a(x)), np.asarray(g_a(x))
   assert not np.array_equal(first, second)
   # Without a key (evaluation) the generator is deterministic.
-  g_a, _, _, _ = gan._networks(state.g_params, state.d_params)  # pylint: disable=protected-access
+  g_a, _, _, _ = cyclegan.networks(state.g_params, state.d_params, **nets)
   np.testing.assert_array_equal(np.asarray(g_a(x)), np.asarray(g_a(x)))

@@ -14,9 +14,9 @@ from absl import flags
 from conftest import needs_fashion_mnist, override
 from experiments import darknet as darknet_cli
 from experiments.configs import darknet as darknet_configs
-from jaxgan import checkpoint, metrics, parallel
+from jaxgan import metrics, parallel
 from jaxgan.data.classification import ImageClassificationData
-from jaxgan.train import darknet
+from jaxgan.train import darknet, runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,8 +26,8 @@ def smoke_config(**overrides):
 
 
 def latest_state(workdir, config):
-  _, state, meta = darknet.restore(workdir, config)
-  return state, meta
+  run = runs.restore(workdir, "darknet", config=config)
+  return run.state, run.step
 
 
 def synthetic_data(n, size=8, channels=3, seed=0):
@@ -74,8 +74,9 @@ def test_cli_smoke_run_offline_then_eval(tmp_path, capsys):
 
 def test_tfds_cifar10_run_on_mock_data(tmp_path):
   with tfds.testing.mock_data(num_examples=64):
-    record = darknet.train_and_evaluate(smoke_config(dataset="cifar10", num_epochs=1),
-                                        str(tmp_path / "run"))
+    record = darknet.train_and_evaluate(
+        smoke_config(num_epochs=1, **{"data.source": "tfds", "data.name": "cifar10"}),
+        str(tmp_path / "run"))
   assert record["step"] == 64 // 16 and np.isfinite(record["train_loss"])
   # Training and inference never import TensorFlow.
   assert "tensorflow" not in sys.modules
@@ -83,7 +84,7 @@ def test_tfds_cifar10_run_on_mock_data(tmp_path):
 
 @needs_fashion_mnist
 def test_killed_run_resumes_to_identical_parameters(tmp_path):
-  config = smoke_config(dataset="fashion_mnist", num_epochs=3, pad=3)
+  config = smoke_config(num_epochs=3, pad=3)
   straight = str(tmp_path / "straight")
   darknet.train_and_evaluate(config, straight)
 
@@ -96,9 +97,9 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path):
     config.stop_after_epoch = -1
   darknet.train_and_evaluate(config, interrupted)  # same command, same workdir: resumes
 
-  a, meta_a = latest_state(straight, config)
-  b, meta_b = latest_state(interrupted, config)
-  assert meta_a["step"] == meta_b["step"] == int(a.step) == int(b.step) > 0
+  a, step_a = latest_state(straight, config)
+  b, step_b = latest_state(interrupted, config)
+  assert step_a == step_b == int(a.step) == int(b.step) > 0
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   epochs = [r["epoch"] for r in metrics.read_metrics(interrupted)]
@@ -108,13 +109,13 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path):
 def test_fp16_loss_scale_halves_and_skips_on_overflow():
   data = synthetic_data(32, size=8)
   config = smoke_config(precision="fp16", initial_loss_scale=1e30, batch_size=16)
-  clf = darknet.Classifier(config, parallel.make_mesh(), data, data)
-  state = clf.init_state()
+  task, _ = darknet.make_task(config, parallel.make_mesh(), data, data)
+  state = task.init_state()
   before = jax.device_get(state.params)
   momentum_before = jax.device_get(state.opt_state.inner_state)
-  batches = clf.batches(0)
+  batches = task.batches(0, state)
   # A 1e30 scale overflows fp16 in the backward pass: the step must be skipped.
-  state, step_metrics = clf.train_step(state, next(batches))
+  state, step_metrics = task.step(state, next(batches).inputs)
   assert float(step_metrics["skipped"]) == 1 and int(state.step) == 1
   assert float(state.loss_scale.scale) == pytest.approx(5e29)
   for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(state.params))):
@@ -126,7 +127,7 @@ def test_fp16_loss_scale_halves_and_skips_on_overflow():
   assert int(state.opt_state.count) == 1
   # With a sane scale the step goes through and the scale stays.
   state = state.replace(loss_scale=state.loss_scale.replace(scale=jnp.float32(1024.0)))
-  state, step_metrics = clf.train_step(state, next(batches))
+  state, step_metrics = task.step(state, next(batches).inputs)
   assert float(step_metrics["skipped"]) == 0 and float(state.loss_scale.scale) == 1024.0
   assert int(state.opt_state.count) == 2
   changed = [not np.array_equal(x, y) for x, y in
@@ -148,27 +149,31 @@ def test_loss_scale_grows_after_interval():
 @needs_fashion_mnist
 def test_short_real_fashion_mnist_run_learns(tmp_path):
   # 512 steps: BatchNorm's slow running averages (PyTorch momentum 0.01) need a few hundred.
-  config = smoke_config(dataset="fashion_mnist", pad=3, batch_size=32, eval_batch_size=500,
-                        num_epochs=2, max_lr=0.2, max_train_examples=8192,
-                        max_test_examples=1000, **{"model.nf": 8})
+  config = smoke_config(pad=3, batch_size=32, eval_batch_size=500, num_epochs=2, max_lr=0.2,
+                        **{"data.max_images": 8192, "data.max_test_images": 1000,
+                           "model.nf": 8})
   record = darknet.train_and_evaluate(config, str(tmp_path / "fm"))
   assert record["test_accuracy"] > 0.6  # chance is 0.1
 
 
 def test_missing_data_sets_are_clear_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match="apt-get install -y dataset-fashion-mnist"):
-    darknet.train_and_evaluate(smoke_config(dataset="fashion_mnist", data_dir=str(tmp_path)),
+    darknet.train_and_evaluate(smoke_config(**{"data.data_dir": str(tmp_path)}),
                                str(tmp_path / "w1"))
   with pytest.raises(FileNotFoundError, match="tfds build cifar10"):
-    darknet.train_and_evaluate(smoke_config(dataset="cifar10", data_dir=str(tmp_path)),
+    darknet.train_and_evaluate(smoke_config(**{"data.source": "tfds", "data.name": "cifar10",
+                                               "data.data_dir": str(tmp_path)}),
                                str(tmp_path / "w2"))
 
 
 def test_bad_config_values_are_clear_errors(tmp_path):
   with pytest.raises(ValueError, match="--config.precision"):
     darknet.train_and_evaluate(smoke_config(precision="fp8"), str(tmp_path))
-  with pytest.raises(ValueError, match="--config.dataset"):
-    darknet.train_and_evaluate(smoke_config(dataset="imagenet"), str(tmp_path))
+  with pytest.raises(ValueError, match="--config.data.source"):
+    darknet.train_and_evaluate(smoke_config(**{"data.source": "imagenet"}), str(tmp_path))
+  with pytest.raises(ValueError, match="--config.data.name=cifar10"):
+    darknet.train_and_evaluate(smoke_config(**{"data.source": "tfds", "data.name": "mnist"}),
+                               str(tmp_path))
   with pytest.raises(ValueError, match="unknown darknet variant"):
     darknet_configs.get_config("cifar100")
 

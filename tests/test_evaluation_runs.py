@@ -27,15 +27,6 @@ def judge_dir(tmp_path_factory):
   return workdir
 
 
-def test_images_reach_the_judge_at_its_size():
-  x = np.arange(2 * 6 * 6).reshape(2, 6, 6, 1).astype(np.uint8)
-  np.testing.assert_array_equal(judges.fit_to(x, (4, 4)), x[:, 1:5, 1:5])  # centre crop
-  padded = judges.fit_to(x, (8, 9))
-  assert padded.shape == (2, 8, 9, 1)
-  np.testing.assert_array_equal(padded[:, 1:7, 1:7], x)  # black border around
-  assert padded.sum() == x.sum()
-
-
 def test_classifier_judge_gives_features_and_class_probabilities(judge_dir):
   judge = judges.load_judge(f"classifier:{judge_dir}")
   images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 1), np.uint8)

@@ -5,6 +5,7 @@ checkpoint, then resumes in this process and compares the final state, leaf by l
 bit for bit, with a run never interrupted (same program, same inputs: bitwise equal).
 """
 
+import functools
 import json
 import os
 import signal
@@ -20,8 +21,8 @@ from conftest import needs_fashion_mnist, override
 from experiments.configs import cyclegan as cyclegan_configs
 from experiments.configs import darknet as darknet_configs
 from experiments.configs import wgan as wgan_configs
-from jaxgan import checkpoint
-from jaxgan.train import cyclegan, darknet, loop, wgan
+from jaxgan import checkpoint, parallel
+from jaxgan.train import cyclegan, darknet, loop, runs, wgan
 
 pytestmark = needs_fashion_mnist
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,20 +63,9 @@ def test_divergence_halts_with_a_clear_error_and_no_nonfinite_checkpoint(name, t
     module.train_and_evaluate(config, workdir)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
   for step in ckpt.all_steps():  # whatever was saved before the halt is finite
-    state, _ = ckpt.restore(module_target(name, config), step)
+    state, _ = ckpt.restore(module.abstract_state(config, parallel.make_mesh()), step)
     assert all_finite(state), step
   ckpt.close()
-
-
-def module_target(name, config):
-  from jaxgan import parallel  # pylint: disable=g-import-not-at-top
-  mesh = parallel.make_mesh()
-  if name == "darknet":
-    _, test_data = darknet.load_data(config)
-    return darknet.Classifier(config, mesh, None, test_data).abstract_state()
-  if name == "wgan":
-    return wgan.WGAN(config, mesh).abstract_state()
-  return cyclegan.CycleGAN(config, mesh).abstract_state()
 
 
 def test_fp16_halts_when_every_step_overflows(tmp_path):
@@ -103,11 +93,10 @@ def test_fp16_count_of_skips_in_a_row_survives_a_resume(tmp_path):
 def test_signal_mid_epoch_logs_the_partial_epoch_and_checkpoints(tmp_path):
   # A stop between two epoch ends: the record has training numbers but no test pass,
   # which the Darknet's log line once required (a KeyError instead of a clean stop).
-  from jaxgan import parallel  # pylint: disable=g-import-not-at-top
   config = darknet_configs.get_config("smoke")  # 4 steps an epoch
   train_data, test_data = darknet.load_data(config)
-  clf = darknet.Classifier(config, parallel.make_mesh(), train_data, test_data)
-  spe = clf.steps_per_epoch
+  task, evaluate = darknet.make_task(config, parallel.make_mesh(), train_data, test_data)
+  spe = len(train_data) // config.batch_size
   signal_at = spe + 1  # in the second epoch; the loop sees it after the next step
 
   def send(state, step, record):  # pylint: disable=unused-argument
@@ -115,9 +104,12 @@ def test_signal_mid_epoch_logs_the_partial_epoch_and_checkpoints(tmp_path):
       os.kill(os.getpid(), signal.SIGTERM)
 
   workdir = str(tmp_path / "run")
-  record = loop.train(clf, config, workdir, num_steps=clf.total_steps, log_every=spe,
-                      checkpoint_every=spe, stop_after=-1, desc="darknet",
-                      hooks=(loop.Every(spe, clf.evaluate_hook), loop.Every(1, send)))
+  record = loop.train(
+      task, config, workdir, num_steps=spe * config.num_epochs, log_every=spe,
+      checkpoint_every=spe, stop_after=-1, desc="darknet",
+      log_line=functools.partial(darknet.log_line, steps_per_epoch=spe),
+      hooks=(loop.Every(spe, darknet.evaluation_hook(evaluate, config.target_accuracy)),
+             loop.Every(1, send)))
   assert record["stopped_by"] == "SIGTERM" and record["step"] == signal_at + 1
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     last = json.loads(f.readlines()[-1])
@@ -180,7 +172,7 @@ def resume_and_compare(name, workdir, tmp_path):
   assert resumed["step"] == straight["step"] > saved
   ckpt_a = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
   ckpt_b = checkpoint.Checkpointer(str(tmp_path / "straight" / "checkpoints"))
-  target = module_target(name, config)
+  target = module.abstract_state(config, parallel.make_mesh())
   a, meta_a = ckpt_a.restore(target)
   b, meta_b = ckpt_b.restore(target)
   ckpt_a.close()
@@ -220,7 +212,7 @@ def test_user_errors_are_one_line_not_a_traceback(tmp_path):
   assert "holds a Darknet run, not a WGAN run" in result.stderr
   assert "Traceback" not in result.stderr
   with pytest.raises(ValueError, match="holds a Darknet run, not a CycleGAN run"):
-    cyclegan.load_generators(darknet_run)
+    runs.restore(darknet_run, "cyclegan")
 
 
 def test_unwritable_workdir_fails_before_training(tmp_path):

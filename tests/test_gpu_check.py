@@ -9,7 +9,7 @@ import json
 import pytest
 from absl import flags
 
-from experiments import benchmark, gpu_check
+from benchmarks import benchmark, gpu_check
 
 
 def run_cli(args):
@@ -29,7 +29,7 @@ def fake_result(system, variant, batch, precision, steps, **_):
 
 
 def test_a_real_smoke_case_is_recorded(tmp_path, capsys):
-  run_cli(["--smoke", "--notorch", "--results_dir", str(tmp_path), "--cases",
+  run_cli(["--smoke", "--notorch", "--out", str(tmp_path), "--cases",
            "darknet_b512_bf16"])
   (record,) = [json.loads(line) for line in (tmp_path / "results.jsonl").open()]
   assert record["case"] == "darknet_b512_bf16" and record["variant"] == "smoke"
@@ -47,7 +47,7 @@ def test_a_failing_case_leaves_its_traceback_and_the_rest_go_on(tmp_path, monkey
     return fake_result(system, variant, batch, precision, steps, **kw)
 
   monkeypatch.setattr(benchmark, "run", run)
-  run_cli(["--smoke", "--notorch", "--results_dir", str(tmp_path)])
+  run_cli(["--smoke", "--notorch", "--out", str(tmp_path)])
   records = [json.loads(line) for line in (tmp_path / "results.jsonl").open()]
   assert [r["case"] for r in records] == [c.name for c in gpu_check.CASES
                                           if c.system != "wgan"]
@@ -76,7 +76,7 @@ def test_cases_that_would_pass_the_budget_are_skipped(tmp_path, monkeypatch, cap
   monkeypatch.setattr(benchmark, "run", run)
   monkeypatch.setattr(gpu_check, "time", clock)
   budget = 130.0
-  run_cli(["--smoke", "--notorch", "--results_dir", str(tmp_path), "--budget_s",
+  run_cli(["--smoke", "--notorch", "--out", str(tmp_path), "--budget_s",
            str(budget)])
   ran = [json.loads(line)["case"] for line in (tmp_path / "results.jsonl").open()]
   # A case starts only if the time spent so far plus its estimate fits the budget.
@@ -94,7 +94,7 @@ def test_cases_that_would_pass_the_budget_are_skipped(tmp_path, monkeypatch, cap
 
 def test_an_unknown_case_is_a_usage_error(tmp_path):
   with pytest.raises(Exception, match="unknown.*darknet_b512_bf17"):
-    run_cli(["--smoke", "--results_dir", str(tmp_path), "--cases", "darknet_b512_bf17"])
+    run_cli(["--smoke", "--out", str(tmp_path), "--cases", "darknet_b512_bf17"])
 
 
 def test_the_targets_read_off_the_results():

@@ -75,3 +75,12 @@ def test_save_pngs_names_and_contents(tmp_path):
   for path, expected in zip(paths, batch):
     with Image.open(path) as img:
       np.testing.assert_array_equal(np.asarray(img), expected)
+
+
+def test_fit_to_crops_the_centre_or_pads_with_black():
+  x = np.arange(2 * 6 * 6).reshape(2, 6, 6, 1).astype(np.uint8)
+  np.testing.assert_array_equal(images.fit_to(x, (4, 4)), x[:, 1:5, 1:5])  # centre crop
+  padded = images.fit_to(x, (8, 9))
+  assert padded.shape == (2, 8, 9, 1)
+  np.testing.assert_array_equal(padded[:, 1:7, 1:7], x)  # black border around
+  assert padded.sum() == x.sum()

@@ -1,4 +1,4 @@
-"""Eight fake CPU devices give the same training as one (REFERENCE §5)."""
+"""Eight fake CPU devices give the same training as one (docs/lesson.md, "Several devices")."""
 
 import os
 import subprocess
@@ -20,12 +20,13 @@ SCRIPT = textwrap.dedent("""
     config = smoke_config(batch_size=16, eval_batch_size=16)
 
     def train(devices, steps=4):
-      clf = darknet.Classifier(config, parallel.make_mesh(devices), data, data)
-      state, losses, batches = clf.init_state(), [], clf.batches(0)
+      task, evaluate = darknet.make_task(config, parallel.make_mesh(devices), data, data)
+      state, losses = task.init_state(), []
+      batches = task.batches(0, state)
       for _ in range(steps):
-        state, step_metrics = clf.train_step(state, next(batches))
+        state, step_metrics = task.step(state, next(batches).inputs)
         losses.append(float(step_metrics["loss"]))
-      return losses, jax.device_get(state), clf.evaluate(state)
+      return losses, jax.device_get(state), evaluate(state)
 
     one_losses, one_state, one_eval = train(jax.devices()[:1])
     all_losses, all_state, all_eval = train(jax.devices())
@@ -37,13 +38,15 @@ SCRIPT = textwrap.dedent("""
                                  atol=4 * config.max_lr * 1e-5)
     assert abs(one_eval["test_loss"] - all_eval["test_loss"]) < 1e-4
     # The batch really is split: each device holds 2 of the 16 examples.
-    clf = darknet.Classifier(config, parallel.make_mesh(), data, data)
-    state = clf.init_state()
+    task, _ = darknet.make_task(config, parallel.make_mesh(), data, data)
+    state = task.init_state()
     assert len(state.params["Dense_0"]["kernel"].sharding.device_set) == 8
+    inputs = next(task.batches(0, state)).inputs
+    assert inputs.sharding.shard_shape(inputs.shape) == (2,)
 
     bad = smoke_config(batch_size=12)
     with pytest.raises(ValueError, match="batch_size=12 does not divide by the 8 devices"):
-      darknet.Classifier(bad, parallel.make_mesh(), data, data)
+      darknet.make_task(bad, parallel.make_mesh(), data, data)
     print("PARALLEL-OK", one_losses)
 """)
 

@@ -3,7 +3,7 @@
 import gzip
 import json
 
-from experiments import profile_step
+from benchmarks import profile_step
 
 
 def write_trace(path, events):

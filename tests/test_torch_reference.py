@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 # pylint: disable=wrong-import-position  (after the skip: the module imports torch)
-from experiments import benchmark, torch_reference as ref
+from benchmarks import benchmark, torch_reference as ref
 from experiments.configs import cyclegan as cyclegan_configs
 from experiments.configs import darknet as darknet_configs
 from experiments.configs import wgan as wgan_configs

@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from conftest import needs_fashion_mnist
-from jaxgan.data import unaligned, unlabelled
+from jaxgan.data import classification, unaligned
 
 
 def write_images(folder, sizes, seed=0, corrupt=()):
@@ -35,21 +35,21 @@ def test_sampler_epoch_visits_every_index_and_is_a_pure_function_of_seed_and_ste
   sampler = unaligned.UnalignedSampler(num_a=3, num_b=7, batch_size=2, seed=5)
   assert sampler.epoch_size == 7
   # Items 0..6 are one epoch: a permutation of range(7), taken modulo |A| = 3.
-  a = np.concatenate([sampler.indices(k)[0] for k in range(4)])[:7]
+  a = np.concatenate([sampler(k)["a"] for k in range(4)])[:7]
   assert sorted(np.bincount(a, minlength=3)) == [2, 2, 3]
-  b = np.concatenate([sampler.indices(k)[1] for k in range(200)])
+  b = np.concatenate([sampler(k)["b"] for k in range(200)])
   assert b.min() == 0 and b.max() == 6
   assert np.all(np.abs(np.bincount(b) / len(b) - 1 / 7) < 0.05)  # uniform over B
   # Step 37 is the same whoever asks and whatever was asked before (resume needs it).
   fresh = unaligned.UnalignedSampler(num_a=3, num_b=7, batch_size=2, seed=5)
-  for x, y in zip(fresh.indices(37), sampler.indices(37)):
-    np.testing.assert_array_equal(x, y)
+  for key in "ab":
+    np.testing.assert_array_equal(fresh(37)[key], sampler(37)[key])
   other = unaligned.UnalignedSampler(num_a=3, num_b=7, batch_size=2, seed=6)
   assert not all(np.array_equal(*p) for p in zip(
-      [other.indices(k)[1] for k in range(5)], [sampler.indices(k)[1] for k in range(5)]))
+      [other(k)["b"] for k in range(5)], [sampler(k)["b"] for k in range(5)]))
   # Each epoch has its own order.
   big = unaligned.UnalignedSampler(num_a=50, num_b=10, batch_size=50, seed=0)
-  first, second = big.indices(0)[0], big.indices(1)[0]
+  first, second = big(0)["a"], big(1)["a"]
   assert sorted(first) == sorted(second) == list(range(50))
   assert not np.array_equal(first, second)
 
@@ -94,7 +94,7 @@ def test_streamed_batches_equal_the_device_feed_gather(tmp_path):
     assert int(batch["skipped"]) == 0
   # A second host takes the second half of each global batch.
   half = unaligned.local_indices(sampler, 4, shard_index=1, shard_count=2)
-  np.testing.assert_array_equal(half["a"], sampler.indices(4)[0][1:])
+  np.testing.assert_array_equal(half["a"], sampler(4)["a"][1:])
 
 
 def test_tfds_cycle_gan_splits_resized_without_tensorflow():
@@ -114,8 +114,8 @@ def test_missing_tfds_data_names_the_build_command(tmp_path):
 
 
 def test_fashion_mnist_domains_share_the_wgan_adapter():
-  # One way to bring 28×28 Fashion-MNIST to a size, for both GANs (tested with unlabelled).
-  assert unaligned.fit_fashion_mnist is unlabelled.fit_fashion_mnist
+  # One way to bring 28×28 Fashion-MNIST to a size, for both GANs (test_wgan_data).
+  assert unaligned.fit_fashion_mnist is classification.fit_fashion_mnist
 
 
 @needs_fashion_mnist

@@ -15,9 +15,8 @@ from PIL import Image
 from conftest import needs_fashion_mnist, override, xla_flags_for
 from experiments.configs import wgan as wgan_configs
 from jaxgan import images, metrics, ops, parallel
-from jaxgan.data import folder
-from jaxgan.data import unlabelled
-from jaxgan.train import wgan
+from jaxgan.data import feed, folder
+from jaxgan.train import runs, wgan
 
 SMOKE = "experiments/configs/wgan.py:smoke"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,8 +38,7 @@ def run_cli(module, args):
 
 
 def final_state(workdir):
-  _, state = wgan.restore_state(workdir)
-  return jax.device_get(state)
+  return jax.device_get(runs.restore(workdir, "wgan").state)
 
 
 # ----------------------------------------------------------------------------- the lesson's rules
@@ -76,10 +74,12 @@ def test_schedule_lays_out_the_run_and_cuts_the_last_burst_at_the_epoch_end():
   first = [item for item in run if item.phase == 0]
   # 3, 2, 2, 2 = 9 batches, then a burst of 3 cut to the 1 batch left in the epoch.
   assert [item.critic_steps for item in first] == [3, 2, 2, 2, 1]
-  assert [item.first_batch for item in first] == [0, 3, 5, 7, 9]
+  # The stream position of each iteration's first real batch: what the run consumed.
+  positions = np.cumsum([0] + [item.critic_steps for item in run])[:-1]
+  assert list(positions[:5]) == [0, 3, 5, 7, 9]
   second = [item for item in run if item.phase == 1]
   assert [item.critic_steps for item in second] == [3, 2, 2, 2, 1]
-  assert second[0].phase_iter == 0 and second[0].first_batch == 10
+  assert second[0].phase_iter == 0 and positions[len(first)] == 10
   assert len(wgan.schedule(config, steps_per_epoch=9)) == 2 * 4
   assert wgan.phase_lr_factors(config) == [1.0, 0.1]
 
@@ -111,22 +111,30 @@ def test_gradient_penalty_is_taken_at_the_interpolates():
       expected, rel=1e-5)
 
 
-def _random_block(trainer, n, seed=0):
-  """A block of n real batches of decoded images, as a streamed source delivers them."""
-  shape = trainer.block_shape(n)
+def _random_block(config, mesh, n, seed=0):
+  """A block of n real batches of decoded images, as a streamed feed delivers them."""
+  isize = config.model.isize
+  shape = (n, config.batch_size, isize, isize, config.data.channels)
   block = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
-  return jax.device_put(block, trainer.block_sharding)
+  return jax.device_put(block, feed.batch_sharding(mesh, batch_axis=1))
+
+
+def _iteration(programs, state, block):
+  """One generator iteration (of the first phase) on a block of decoded images."""
+  item = wgan.GenIteration(phase=0, phase_iter=1, critic_steps=block.shape[0])
+  return wgan.iteration(state, (item, block), programs=programs, phase_lr_factors=[1.0])
 
 
 def test_every_critic_step_clips_first_as_the_lesson_does():
   config = smoke_config()
-  trainer = wgan.WGAN(config, parallel.make_mesh())
-  state = trainer.init_state()
+  mesh = parallel.make_mesh()
+  programs = wgan.make_programs(config, mesh)
+  state = wgan.initial_state(config, mesh)
   # Start far outside the ball: every weight (BatchNorm scales included) is 50x too big.
   state = state.replace(critic=state.critic.replace(
       params=jax.tree.map(lambda p: 50.0 * p + 1.0, state.critic.params)))
   c, lr = config.clip_value, config.lr_d
-  state, numbers = trainer.iteration(state, _random_block(trainer, config.critic_iters))
+  state, numbers = _iteration(programs, state, _random_block(config, mesh, config.critic_iters))
   # Inside the scan: each critic step computed its loss with weights clamped to [-c, c]
   # (and these saturate at c, since every weight started outside).
   assert float(numbers["critic_weight_max"]) == np.float32(c)
@@ -139,13 +147,14 @@ def test_every_critic_step_clips_first_as_the_lesson_does():
 
 def test_wgan_gp_penalises_instead_of_clipping():
   config = wgan_configs.get_config("smoke,gp")
-  trainer = wgan.WGAN(config, parallel.make_mesh())
-  state = trainer.init_state()
+  mesh = parallel.make_mesh()
+  programs = wgan.make_programs(config, mesh)
+  state = wgan.initial_state(config, mesh)
   assert not state.critic.batch_stats  # LayerNorm critic: nothing couples the examples
   big = jax.tree.map(lambda p: 50.0 * p, state.critic.params)
   state = state.replace(critic=state.critic.replace(params=big))
   big = jax.device_get(big)  # the call below donates the state's buffers
-  state, numbers = trainer.iteration(state, _random_block(trainer, config.critic_iters))
+  state, numbers = _iteration(programs, state, _random_block(config, mesh, config.critic_iters))
   assert "critic_weight_max" not in numbers
   assert float(numbers["gradient_penalty"]) > 0
   # No clamping: the weights moved by Adam steps of about lr each, and stayed large.
@@ -161,13 +170,15 @@ def test_critic_scan_keeps_convolution_gradients_in_eigens_layout():
   # as an unrolled one and jaxgan needs no unrolling knob. Without the routing (lax) the
   # census finds such convolutions, so this test can tell the two apart.
   config = smoke_config()
+  mesh = parallel.make_mesh()
   census = {}
   for formulation in ("lax", None):
-    trainer = wgan.WGAN(config, parallel.make_mesh())
-    state = trainer.init_state()
+    critic = wgan.make_programs(config, mesh).critic  # a fresh jit: a fresh trace
+    state = wgan.initial_state(config, mesh)
     with ops.force(formulation):
-      critic, _ = trainer.lower(state, _random_block(trainer, config.critic_iters))
-      census[formulation] = ops.conv_census(critic.compile().as_text())["loop"]
+      lowered = critic.jitted.lower(state, critic.arrays,
+                                    _random_block(config, mesh, config.critic_iters))
+      census[formulation] = ops.conv_census(lowered.compile().as_text())["loop"]
   assert census["lax"][1] > 0  # (all, not in Eigen's layout) in the loop body
   assert census[None][0] > 0 and census[None][1] == 0
 
@@ -332,38 +343,21 @@ def test_configs_are_locked_and_unknown_keys_fail_on_the_command_line(tmp_path):
   flags.FLAGS.unparse_flags()
 
 
-def test_image_data_blocks_are_a_pure_function_of_the_position():
-  mesh = parallel.make_mesh()
-  pixels = (np.arange(20 * 4 * 4, dtype=np.uint32).reshape(20, 4, 4, 1) % 251).astype(np.uint8)
-  data = unlabelled.DeviceImages(pixels, 4, seed=0, mesh=mesh)
-  assert data.steps_per_epoch == 5
-  gather = jax.jit(data.take)
-  whole = np.concatenate([np.asarray(gather(data.arrays, b)) for b, _ in data.blocks(0, [3, 4, 5])])
-  # Restarting at any position gives the same batches; each epoch is a permutation.
-  again = unlabelled.DeviceImages(pixels, 4, 0, mesh)
-  block, _ = next(again.blocks(7, [5]))
-  np.testing.assert_array_equal(whole[7:12], np.asarray(gather(again.arrays, block)))
-  firsts = whole[:5].reshape(20, -1)[:, 0]
-  assert sorted(firsts.tolist()) == sorted(pixels.reshape(20, -1)[:, 0].tolist())
-  assert not np.array_equal(whole[:5], whole[5:10])
-  assert float(unlabelled.to_unit_range(jnp.uint8(0))) == -1.0
-  assert float(unlabelled.to_unit_range(jnp.uint8(255))) == 1.0
-
-
 PARALLEL = textwrap.dedent("""
     import jax, numpy as np
     from jaxgan import parallel
     from jaxgan.train import wgan
-    from test_wgan_train import smoke_config, _random_block
+    from test_wgan_train import smoke_config, _iteration, _random_block
 
     assert jax.device_count() == 2
     config = smoke_config()
 
     def train(devices):
-      trainer = wgan.WGAN(config, parallel.make_mesh(devices))
-      state, block = trainer.init_state(), _random_block(trainer, 3)
+      mesh = parallel.make_mesh(devices)
+      programs = wgan.make_programs(config, mesh)
+      state, block = wgan.initial_state(config, mesh), _random_block(config, mesh, 3)
       for _ in range(2):
-        state, numbers = trainer.iteration(state, block)
+        state, numbers = _iteration(programs, state, block)
       return block, jax.device_get((state, numbers))
 
     _, one = train(jax.devices()[:1])

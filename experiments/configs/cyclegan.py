@@ -60,7 +60,9 @@ def get_config(variant: str = "horse2zebra") -> ml_collections.ConfigDict:
   c.data.class_b = 9  # fashion_mnist: Ankle boot
   c.data.max_images = 0  # > 0: only the first N training images of each domain
   c.data.on_device = True  # hold both domains (uint8, load_size) in device memory
-  c.data.num_threads = 0  # host decoding threads; 0 = up to 8
+  c.data.num_workers = 0  # host decoding processes when streaming; 0 = this process
+  c.data.num_threads = 0  # host decoding threads per process; 0 = up to 8
+  c.data.prefetch = 2  # batches kept ready on the device when streaming
 
   c.model = ml_collections.ConfigDict()
   c.model.ngf = 64
@@ -71,8 +73,8 @@ def get_config(variant: str = "horse2zebra") -> ml_collections.ConfigDict:
 
   c.batch_size = 1  # global, split over every device
   c.lr = 2e-4
-  c.b1 = 0.5
-  c.b2 = 0.999
+  c.adam_b1 = 0.5
+  c.adam_b2 = 0.999
   c.n_epochs = 100  # constant learning rate
   c.n_epochs_decay = 100  # then linearly to zero, per epoch
   c.lambda_a = 10.0  # cycle A → B → A
@@ -85,7 +87,7 @@ def get_config(variant: str = "horse2zebra") -> ml_collections.ConfigDict:
   c.log_every = 100  # iterations
   c.sample_every = 1000
   c.checkpoint_every = 5000
-  c.n_samples = 4  # test pairs in each sample grid
+  c.num_samples = 4  # test images of each domain in each sample grid
   c.keep_checkpoints = 3
   c.stop_after_step = -1  # >= 0: stop (checkpointed) after this step; rerun to continue
 
@@ -116,7 +118,7 @@ def get_config(variant: str = "horse2zebra") -> ml_collections.ConfigDict:
     c.precision = "fp32"  # bf16 is emulated, hence slower, on CPUs
     c.log_every = 500
     c.sample_every = 2000
-    c.n_samples = 8
+    c.num_samples = 8
     # The Fashion-MNIST Darknet (experiments/configs/darknet.py:fashion_mnist) judges.
     c.eval.judge = "classifier:runs/darknet_fmnist"
     c.eval.every = 3030
@@ -139,7 +141,7 @@ def get_config(variant: str = "horse2zebra") -> ml_collections.ConfigDict:
     c.log_every = 4
     c.sample_every = 6
     c.checkpoint_every = 6
-    c.n_samples = 2
+    c.num_samples = 2
     c.eval.every = 12
     c.eval.samples = 16
   c.lock()

@@ -46,10 +46,12 @@ def get_config(variant: str = "cifar10") -> ml_collections.ConfigDict:
     raise ValueError(f"unknown darknet variant {variant!r}: use one of {VARIANTS}, e.g. "
                      "--config experiments/configs/darknet.py:cifar10")
   c = ml_collections.ConfigDict()
-  c.dataset = "cifar10"
-  c.data_dir = ""  # tfds data_dir, or the folder of the Fashion-MNIST IDX files; "" = default
-  c.max_train_examples = 0  # 0 = all; a prefix for quick experiments
-  c.max_test_examples = 0
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "tfds"  # tfds | fashion_mnist
+  c.data.name = "cifar10"  # tfds: the data set
+  c.data.data_dir = ""  # tfds data_dir, or the Fashion-MNIST IDX folder; "" = default
+  c.data.max_images = 0  # > 0: only the first N training images (quick experiments)
+  c.data.max_test_images = 0  # > 0: only the first N test images
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "darknet"  # darknet | wrn_22 | wide_resnet
@@ -89,7 +91,7 @@ def get_config(variant: str = "cifar10") -> ml_collections.ConfigDict:
     c.precision = "fp16"
     c.initial_loss_scale = 512.0
   elif variant == "fashion_mnist":
-    c.dataset = "fashion_mnist"
+    c.data.source = "fashion_mnist"
     # Sized for 5 minutes on a 2-core CPU: a fourth group (64 -> 128 channels on 4x4 maps)
     # quadruples the parameters for ~20% more time per image, because this small net's
     # time goes to its 28x28 and 14x14 maps, not to its multiply-adds. Batch 32 keeps those
@@ -105,14 +107,14 @@ def get_config(variant: str = "cifar10") -> ml_collections.ConfigDict:
     c.precision = "fp32"
     c.target_accuracy = 0.92
   elif variant == "smoke":  # offline: Fashion-MNIST from Debian's package
-    c.dataset = "fashion_mnist"
+    c.data.source = "fashion_mnist"
     c.model.num_blocks = (1, 1)
     c.model.nf = 4
     c.batch_size = 16
     c.eval_batch_size = 16
     c.num_epochs = 2
-    c.max_train_examples = 64
-    c.max_test_examples = 40
+    c.data.max_images = 64
+    c.data.max_test_images = 40
     c.precision = "fp32"
     c.target_accuracy = 0.5
   c.lock()

@@ -71,7 +71,8 @@ def get_config(variant: str = "lsun") -> ml_collections.ConfigDict:
   c.data.path = ""  # image folder, or LSUN LMDB folder (e.g. bedroom_train_lmdb)
   c.data.fraction = 1.0  # a random sample of the files (the lesson's run: all of them)
   c.data.channels = 3
-  c.data.num_workers = 8  # grain decoding processes (folder / lsun)
+  c.data.num_workers = 8  # host decoding processes (folder / lsun); 0 = this process
+  c.data.num_threads = 0  # host decoding threads per process; 0 = up to 8
   c.data.prefetch = 2  # blocks of real batches kept ready on the device
   c.data.data_dir = ""  # Fashion-MNIST IDX folder; "" = /usr/share/datasets/fashion-mnist
   c.data.cache_dir = ""  # LMDB key-list cache; "" = ~/.cache/jaxgan

@@ -64,3 +64,12 @@ def normalize(images, mean, std, dtype=jnp.float32):
   mean = jnp.asarray(mean, jnp.float32)
   std = jnp.asarray(std, jnp.float32)
   return ((images.astype(jnp.float32) / 255.0 - mean) / std).astype(dtype)
+
+
+def to_unit_range(images, dtype=jnp.float32):
+  """uint8 [0, 255] → [-1, 1] (a tanh generator's range), in ``dtype``.
+
+  The GANs' normalisation: the lesson's ``inception_stats`` and CycleGAN's
+  ``Normalize((0.5,), (0.5,))`` are both this map.
+  """
+  return (images.astype(jnp.float32) / 127.5 - 1.0).astype(dtype)

@@ -3,14 +3,17 @@
 CIFAR-10 comes through tfds (``cifar10``, prepared once with ``tfds build cifar10``);
 Fashion-MNIST from its original IDX files, which Debian's ``dataset-fashion-mnist`` installs
 offline. A data set that is not there is one clear error that says how to get it; there is
-no fallback to fake data.
+no fallback to fake data. The GANs read Fashion-MNIST's images too, framed to their sizes
+by `fit_fashion_mnist`.
 """
 
 import dataclasses
 import gzip
 import os
+from typing import NamedTuple
 
 import numpy as np
+from PIL import Image
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -34,13 +37,21 @@ class ImageClassificationData:
     return dataclasses.replace(self, images=self.images[:n], labels=self.labels[:n])
 
 
-# Per-channel statistics of the training images, in [0, 1] units. CIFAR-10's are the
-# lesson's; Fashion-MNIST's were computed from its 60,000 training images (a test checks).
-STATS = {
-    "cifar10": ((0.4914, 0.48216, 0.44653), (0.24703, 0.24349, 0.26159)),
-    "fashion_mnist": ((0.28604,), (0.35302,)),
+class Facts(NamedTuple):
+  """What a network trained on a data set is built from, known without reading it."""
+  image_shape: tuple[int, int, int]
+  num_classes: int
+  mean: tuple  # per channel, of the training images, in [0, 1] units
+  std: tuple
+
+
+# CIFAR-10's statistics are the lesson's; Fashion-MNIST's were computed from its 60,000
+# training images (a test checks).
+FACTS = {
+    "cifar10": Facts((32, 32, 3), 10, (0.4914, 0.48216, 0.44653), (0.24703, 0.24349, 0.26159)),
+    "fashion_mnist": Facts((28, 28, 1), 10, (0.28604,), (0.35302,)),
 }
-NUM_CLASSES = {"cifar10": 10, "fashion_mnist": 10}
+SOURCES = ("tfds", "fashion_mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot")
 
@@ -78,39 +89,100 @@ def load_fashion_mnist(split: str, data_dir: str | None = None) -> ImageClassifi
   prefix = {"train": "train", "test": "t10k"}[split]
   images = read_idx(_find(directory, f"{prefix}-images-idx3-ubyte"))[..., None]
   labels = read_idx(_find(directory, f"{prefix}-labels-idx1-ubyte")).astype(np.int32)
-  mean, std = STATS["fashion_mnist"]
-  return ImageClassificationData(images, labels, mean, std, 10)
+  facts = FACTS["fashion_mnist"]
+  return ImageClassificationData(images, labels, facts.mean, facts.std, facts.num_classes)
 
 
-def load_tfds(name: str, split: str, data_dir: str | None = None) -> ImageClassificationData:
-  """A tfds image classification set (``cifar10``) read through ``tfds.data_source``.
-
-  Reading uses the array_record files directly: no TensorFlow at training time.
-  """
-  import tensorflow_datasets as tfds  # Lazy: only this source needs it.
+def open_tfds(name: str, split: str, data_dir: str | None = None):
+  """``tfds.data_source`` of a prepared tfds data set: its array_record files, read without
+  TensorFlow. One clear error, naming the build command, if it is not prepared."""
+  import tensorflow_datasets as tfds  # Lazy: only the tfds sources need it.
   try:
-    source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    return tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
   except Exception as e:  # tfds raises several types for "not prepared".
     where = data_dir or "~/tensorflow_datasets"
     raise FileNotFoundError(
         f"tfds data set {name!r} (split {split!r}) is not prepared in {where}: on a machine "
         f"with internet run `pip install tensorflow tensorflow-datasets && tfds build {name} "
         f"--file_format=array_record` (copy the folder here if needed), or set "
-        f"--config.data_dir to where it lives. ({type(e).__name__}: {e})") from None
+        f"--config.data.data_dir to where it lives. ({type(e).__name__}: {e})") from None
+
+
+def load_tfds(name: str, split: str, data_dir: str | None = None) -> ImageClassificationData:
+  """A tfds image classification set (``cifar10``), decoded into memory once."""
+  source = open_tfds(name, split, data_dir)
   records = [source[i] for i in range(len(source))]  # decodes each PNG once, here
   images = np.stack([np.asarray(r["image"], np.uint8) for r in records])
   labels = np.asarray([r["label"] for r in records], np.int32)
-  mean, std = STATS.get(name, ((0.5,), (0.5,)))
-  return ImageClassificationData(images, labels, mean, std,
-                                 NUM_CLASSES.get(name, int(labels.max()) + 1))
+  facts = FACTS[name]
+  return ImageClassificationData(images, labels, facts.mean, facts.std, facts.num_classes)
 
 
-def load_classification(name: str, split: str,
-                        data_dir: str | None = None) -> ImageClassificationData:
-  """Dispatches on the data set name (``cifar10``, ``fashion_mnist``)."""
-  data_dir = data_dir or None
-  if name == "fashion_mnist":
-    return load_fashion_mnist(split, data_dir)
-  if name == "cifar10":
-    return load_tfds(name, split, data_dir)
-  raise ValueError(f"unknown data set {name!r}: use --config.dataset=cifar10 or fashion_mnist.")
+def data_set(data_config) -> str:
+  """The key of `FACTS` a config's ``data`` names: ``fashion_mnist`` or the tfds name."""
+  return "fashion_mnist" if data_config.source == "fashion_mnist" else data_config.name
+
+
+def check_data_config(data_config) -> None:
+  """A source and name this module reads, or one error naming the fix."""
+  if data_config.source not in SOURCES:
+    raise ValueError(f"config.data.source={data_config.source!r} is not one of "
+                     f"{list(SOURCES)}: set --config.data.source=tfds (with "
+                     "--config.data.name=cifar10) or fashion_mnist.")
+  if data_set(data_config) not in FACTS:
+    raise ValueError(f"config.data.name={data_config.name!r} is not a data set jaxgan "
+                     f"knows: set --config.data.name=cifar10 (or --config.data.source="
+                     "fashion_mnist).")
+
+
+def load_split(data_config, split: str) -> ImageClassificationData:
+  """The ``train`` or ``test`` split a config's ``data`` names, checked against `FACTS`."""
+  data_dir = data_config.data_dir or None
+  if data_config.source == "fashion_mnist":
+    data = load_fashion_mnist(split, data_dir)
+  else:
+    data = load_tfds(data_config.name, split, data_dir)
+  expected = FACTS[data_set(data_config)].image_shape
+  if data.images.shape[1:] != expected:
+    raise ValueError(f"{data_set(data_config)} {split} images are {data.images.shape[1:]}, "
+                     f"not {expected}: the data set in {data_dir or 'the default folder'} "
+                     "is not the one its name says.")
+  return data
+
+
+# ----------------------------------------------------------------------------- for the GANs
+
+def fit_fashion_mnist(images: np.ndarray, size: int) -> np.ndarray:
+  """Brings small (N, h, w, C) uint8 images (Fashion-MNIST: 28×28×1) to ``size``×``size``.
+
+  They are centred on a black square of side ``max(size, 32)``: black is Fashion-MNIST's
+  background, so this adds border, not a new look, and leaves the pixels untouched. Below
+  32 that 32×32 frame is then resized down (antialiased bicubic), so small sizes keep the
+  framing of 32, the size the networks' 16·2^k grids start from.
+  """
+  n, h, w, c = images.shape
+  frame = max(size, 32)
+  if h > frame or w > frame:
+    raise ValueError(f"{h}×{w} images are larger than the {frame}×{frame} frame; "
+                     "this is for small images such as Fashion-MNIST's 28×28")
+  top, left = (frame - h) // 2, (frame - w) // 2
+  images = np.pad(images, ((0, 0), (top, frame - h - top), (left, frame - w - left), (0, 0)))
+  if frame == size:
+    return images
+  resize = lambda im: np.asarray(Image.fromarray(im).resize((size, size),
+                                                             Image.Resampling.BICUBIC))
+  if c == 1:
+    return np.stack([resize(im[..., 0]) for im in images])[..., None]
+  return np.stack([resize(im) for im in images])
+
+
+def fashion_mnist_images(size: int, split: str = "train", data_dir: str | None = None,
+                         max_images: int = 0) -> np.ndarray:
+  """Fashion-MNIST's images of ``split`` as (N, size, size, 1) uint8 (`fit_fashion_mnist`).
+
+  ``max_images`` > 0 keeps only the first images (tests).
+  """
+  images = load_fashion_mnist(split, data_dir or None).images
+  if max_images:
+    images = images[:max_images]
+  return fit_fashion_mnist(images, size)

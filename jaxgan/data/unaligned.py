@@ -26,18 +26,17 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-from absl import logging
+from absl import flags, logging
 from PIL import Image
 
-from jaxgan import parallel
-from jaxgan.data import device
-from jaxgan.data.classification import FASHION_MNIST_CLASSES, load_fashion_mnist
-from jaxgan.data.folder import ImageFolderSource
-from jaxgan.data.unlabelled import fit_fashion_mnist
+from jaxgan.data import feed
+from jaxgan.data.classification import (FASHION_MNIST_CLASSES, fit_fashion_mnist,
+                                        load_fashion_mnist, open_tfds)
+from jaxgan.data.folder import ImageFolderSource, fit_square
 
 SPLITS = ("trainA", "trainB", "testA", "testB")
 
@@ -58,8 +57,8 @@ class Domains:
 
 # ----------------------------------------------------------------------------- sources
 
-def fit_square(image: np.ndarray, size: int, channels: int) -> np.ndarray:
-  """Centre square crop and bicubic resize to ``size``, as `folder.load_image` does to files.
+def square_of(image: np.ndarray, size: int, channels: int) -> np.ndarray:
+  """Centre square and bicubic resize of a decoded array, as `folder.load_image` does files.
 
   Args:
     image: uint8 (H, W) or (H, W, C) array.
@@ -72,18 +71,7 @@ def fit_square(image: np.ndarray, size: int, channels: int) -> np.ndarray:
   image = np.asarray(image, np.uint8)
   if image.ndim == 3 and image.shape[-1] == 1:
     image = image[..., 0]
-  img = Image.fromarray(image)
-  mode = "L" if channels == 1 else "RGB"
-  if img.mode != mode:
-    img = img.convert(mode)
-  width, height = img.size
-  side = min(width, height)
-  left, top = (width - side) / 2, (height - side) / 2
-  if (width, height) != (size, size):
-    img = img.resize((size, size), Image.Resampling.BICUBIC,
-                     box=(left, top, left + side, top + side))
-  array = np.asarray(img, np.uint8)
-  return array[..., None] if channels == 1 else array
+  return fit_square(Image.fromarray(image), size, channels)
 
 
 class ArraySource:
@@ -107,18 +95,7 @@ class TfdsImageSource:
 
   def __init__(self, name: str, split: str, size: int, channels: int = 3,
                data_dir: str | None = None):
-    import tensorflow_datasets as tfds  # Lazy: only this source needs it.
-    try:
-      self._source = tfds.data_source(name, split=split, data_dir=data_dir or None,
-                                      download=False)
-    except Exception as e:  # tfds raises several types for "not prepared".
-      where = data_dir or "~/tensorflow_datasets"
-      raise FileNotFoundError(
-          f"tfds data set {name!r} (split {split!r}) is not prepared in {where}: on a "
-          f"machine with internet run `pip install tensorflow tensorflow-datasets && "
-          f"tfds build {name} --file_format=array_record` (copy the folder here if "
-          f"needed), or set --config.data.data_dir to where it lives. "
-          f"({type(e).__name__}: {e})") from None
+    self._source = open_tfds(name, split, data_dir)
     self.name, self.split = name, split
     self.size, self.channels = int(size), int(channels)
 
@@ -127,7 +104,7 @@ class TfdsImageSource:
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     record = self._source[int(index)]
-    return {"image": fit_square(record["image"], self.size, self.channels),
+    return {"image": square_of(record["image"], self.size, self.channels),
             "skipped": np.int32(0)}
 
   def __repr__(self) -> str:
@@ -206,7 +183,7 @@ def fashion_mnist_domains(class_a: int, class_b: int, load_size: int,
   A takes class ``class_a`` from the first half of the training set and B takes
   ``class_b`` from the second half, so the two never share a source image; the test
   images of each class serve for the sample grids. Images reach ``load_size`` the way
-  the WGAN's do (`unlabelled.fit_fashion_mnist`).
+  the WGAN's do (`classification.fit_fashion_mnist`).
   """
   for name, label in (("class_a", class_a), ("class_b", class_b)):
     if not 0 <= label < 10:
@@ -299,38 +276,34 @@ class UnalignedSampler:
       self._perms[epoch] = rng.permutation(self.epoch_size)
     return self._perms[epoch]
 
-  def indices(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """int32 (batch_size,) indices into A and into B for global step ``step``."""
+  def __call__(self, step: int) -> dict[str, np.ndarray]:
+    """int32 (batch_size,) indices into A (``"a"``) and into B (``"b"``) for ``step``."""
     items = int(step) * self.batch_size + np.arange(self.batch_size)
     a = np.asarray([self._permutation(int(t) // self.epoch_size)[int(t) % self.epoch_size]
                     for t in items]) % self.num_a
     b = np.random.default_rng([self.seed, 1, int(step)]).integers(0, self.num_b,
                                                                    self.batch_size)
-    return a.astype(np.int32), b.astype(np.int32)
+    return {"a": a.astype(np.int32), "b": b.astype(np.int32)}
 
 
-def _local_rows(array: np.ndarray, shard_index: int, shard_count: int) -> np.ndarray:
-  rows = len(array) // shard_count
-  return array[shard_index * rows:(shard_index + 1) * rows]
-
-
-def local_indices(sampler: UnalignedSampler, step: int, shard_index: int = 0,
-                  shard_count: int = 1) -> dict[str, np.ndarray]:
-  """This host's rows of step ``step``'s indices: ``{"a": int32, "b": int32}``."""
-  a, b = sampler.indices(step)
-  return {"a": _local_rows(a, shard_index, shard_count),
-          "b": _local_rows(b, shard_index, shard_count)}
+def local_indices(sampler: UnalignedSampler, step: int, shard_index: int | None = None,
+                  shard_count: int | None = None) -> dict[str, np.ndarray]:
+  """A host's rows of step ``step``'s indices (default: this process's)."""
+  return {k: feed.local_rows(v, 0, shard_index, shard_count) for k, v in sampler(step).items()}
 
 
 def make_unaligned_loader(source_a, source_b, sampler: UnalignedSampler, *,
-                          start_step: int, stop_step: int, shard_index: int = 0,
-                          shard_count: int = 1, num_threads: int | None = None):
+                          start_step: int, stop_step: int = 2**31 - 1,
+                          shard_index: int | None = None, shard_count: int | None = None,
+                          num_workers: int = 0, num_threads: int = 0):
   """Streams decoded batches through grain, for domains too big for device memory.
 
-  Yields, for steps ``start_step ... stop_step − 1``, this host's rows of the global
-  batch: ``{"a": uint8 (b, s, s, C), "b": uint8 (b, s, s, C), "skipped": int32}`` with
-  ``skipped`` the unreadable files passed over. Steps are independent items of a grain
-  ``MapDataset``, read ahead by threads; step k's content depends only on (seed, k).
+  Yields, for steps ``start_step ... stop_step − 1``, a host's rows of the global batch
+  (default: this process's): ``{"a": uint8 (b, s, s, C), "b": uint8 (b, s, s, C),
+  "skipped": int32}`` with ``skipped`` the unreadable files passed over. Steps are
+  independent items of a grain ``MapDataset``, read ahead by threads (``num_threads``, 0:
+  up to 8) in this process or in ``num_workers`` worker processes; step k's content
+  depends only on (seed, k).
   """
   import grain  # Lazy: grain imports jax and orbax (seconds).
 
@@ -345,53 +318,50 @@ def make_unaligned_loader(source_a, source_b, sampler: UnalignedSampler, *,
 
   threads = num_threads or max(1, min(8, os.cpu_count() or 1))
   ds = grain.MapDataset.range(start_step, stop_step).map(load_step)
-  return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
-                                              prefetch_buffer_size=2 * threads))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
+                                            prefetch_buffer_size=2 * threads))
+  if num_workers > 0:
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (see make_loader)
+      flags.FLAGS.mark_as_parsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return it
 
 
 # ----------------------------------------------------------------------------- the feed
 
-class UnalignedFeed:
-  """The (A, B) batches of training steps k = start, start + 1, ... as the step wants them.
+class PairData(NamedTuple):
+  """The training pairs of a CycleGAN run."""
+  feed: feed.DeviceFeed | feed.StreamedFeed
+  epoch_size: int  # max(|A|, |B|): iterations of batch 1 an epoch
+  num_a: int
+  num_b: int
+
+
+def make_feed(domains: Domains, batch_size: int, seed: int, mesh, *, on_device: bool = True,
+              num_workers: int = 0, num_threads: int = 0, prefetch: int = 2) -> PairData:
+  """The (A, B) batches of training steps, as the step wants them: ``{"a", "b"}`` uint8.
 
   With ``on_device`` both domains are decoded once and held (uint8, at load_size) on every
-  device, and a batch is the indices of its pairs (`jaxgan.data.device.DeviceDataset`);
-  otherwise grain decodes each batch on the host. Either way `UnalignedSampler` decides
-  the content of step k from (seed, k) alone, and the jitted step calls ``take(arrays,
-  batch)`` to get ``{"a": images, "b": images}``.
+  device, and a batch is the indices of its pairs (`feed.DeviceFeed`); otherwise grain
+  decodes each batch on the host (`feed.StreamedFeed`). Either way `UnalignedSampler`
+  decides the content of step k from (seed, k) alone.
   """
+  if on_device:
+    images_a, skipped_a = load_all(domains.train_a, num_threads)
+    images_b, skipped_b = load_all(domains.train_b, num_threads)
+    if skipped_a + skipped_b:
+      logging.warning("left out %d unreadable training images", skipped_a + skipped_b)
+    sampler = UnalignedSampler(len(images_a), len(images_b), batch_size, seed)
+    pairs = feed.DeviceFeed({"a": images_a, "b": images_b}, sampler, mesh,
+                            left_out=skipped_a + skipped_b)
+  else:
+    sampler = UnalignedSampler(len(domains.train_a), len(domains.train_b), batch_size, seed)
 
-  def __init__(self, domains: Domains, batch_size: int, seed: int, mesh, *,
-               on_device: bool = True, num_threads: int = 0):
-    self.mesh, self.num_threads = mesh, num_threads
-    self.skipped = 0
-    if on_device:
-      images_a, skipped_a = load_all(domains.train_a, num_threads)
-      images_b, skipped_b = load_all(domains.train_b, num_threads)
-      self.skipped = skipped_a + skipped_b
-      if self.skipped:
-        logging.warning("left out %d unreadable training images", self.skipped)
-      self._device = device.DeviceDataset({"a": images_a, "b": images_b}, mesh)
-      self.arrays, self.take = self._device.arrays, device.DeviceDataset.take
-      self.num_a, self.num_b = len(images_a), len(images_b)
-    else:
-      self._device = None
-      self.arrays, self.take = {}, device.StreamedBatches.take
-      self.source_a, self.source_b = domains.train_a, domains.train_b
-      self.num_a, self.num_b = len(domains.train_a), len(domains.train_b)
-    self.sampler = UnalignedSampler(self.num_a, self.num_b, batch_size, seed)
-    self.epoch_size = self.sampler.epoch_size
-
-  def batches(self, start: int):
-    """Endless: the sharded global batch of each step from ``start`` on."""
-    if self._device is not None:
-      indices = lambda k: dict(zip("ab", self.sampler.indices(k)))
-      yield from device.batches_from(indices, start, self._device.to_device)
-      return
-    shard = dict(shard_index=jax.process_index(), shard_count=jax.process_count())
-    loader = make_unaligned_loader(self.source_a, self.source_b, self.sampler,
-                                   start_step=start, stop_step=2**31 - 1,
-                                   num_threads=self.num_threads, **shard)
-    for batch in loader:
-      self.skipped += int(batch.pop("skipped"))
-      yield parallel.shard_host_batch(batch, self.mesh)
+    def loader(start):
+      for batch in make_unaligned_loader(domains.train_a, domains.train_b, sampler,
+                                         start_step=start, num_workers=num_workers,
+                                         num_threads=num_threads):
+        skipped = int(batch.pop("skipped"))
+        yield batch, skipped
+    pairs = feed.StreamedFeed(loader, mesh, prefetch)
+  return PairData(pairs, sampler.epoch_size, sampler.num_a, sampler.num_b)

@@ -18,14 +18,16 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxgan import ops
-from jaxgan.data import augment
+from jaxgan.data import augment, classification
 from jaxgan.evaluation import inception
+from jaxgan.images import fit_to
 from jaxgan.evaluation.report import Extractor
 
 
@@ -37,46 +39,32 @@ class Judge:
   class_names: tuple[str, ...] | None = None  # the classifier's classes, if it has any
 
 
-def fit_to(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-  """Centre-crops (larger) or black-pads (smaller) each side of (N, H, W, C) to ``size``."""
-  out = images
-  for axis, target in ((1, size[0]), (2, size[1])):
-    n = out.shape[axis]
-    if n > target:
-      start = (n - target) // 2
-      out = np.take(out, np.arange(start, start + target), axis=axis)
-    elif n < target:
-      pad = [(0, 0)] * out.ndim
-      pad[axis] = ((target - n) // 2, target - n - (target - n) // 2)
-      out = np.pad(out, pad)
-  return out
-
-
 def classifier_judge(workdir: str, batch_size: int = 500) -> Judge:
   """A trained jaxgan Darknet run as the judge (see the module docstring)."""
-  from jaxgan.train import darknet  # pylint: disable=g-import-not-at-top  (heavy; only here)
-  import os  # pylint: disable=g-import-not-at-top
+  from jaxgan.train import darknet, runs  # pylint: disable=g-import-not-at-top  (heavy)
   if not os.path.exists(os.path.join(workdir, "config.json")):
     raise FileNotFoundError(
         f"judge classifier:{workdir} is not a trained Darknet run (no config.json): train "
         f"one first, e.g. python -m experiments.darknet --config "
         f"experiments/configs/darknet.py:fashion_mnist --workdir {workdir}")
-  clf, state, _ = darknet.restore(workdir)
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  channels = clf.image_shape[-1]
+  run = runs.restore(workdir, "darknet")
+  model = darknet.build_model(run.config)
+  data_set = classification.data_set(run.config.data)
+  facts = classification.FACTS[data_set]
+  variables = {"params": run.state.params, "batch_stats": run.state.batch_stats}
 
   @ops.jit  # as the Darknet trained: its routed convolutions assume ops' compiler options
   def features_and_probs(x):
-    x = augment.normalize(x, clf.mean, clf.std, jnp.float32)
-    logits, inter = clf.model.apply(variables, x, train=False, mutable=["intermediates"])
+    x = augment.normalize(x, facts.mean, facts.std, jnp.float32)
+    logits, inter = model.apply(variables, x, train=False, mutable=["intermediates"])
     return inter["intermediates"]["features"][0], jax.nn.softmax(logits)
 
   def extract(images):
     images = np.asarray(images)
-    if images.shape[-1] != channels:
-      raise ValueError(f"the judge classifier:{workdir} reads {channels}-channel images, "
-                       f"got {images.shape[-1]}.")
-    images = fit_to(images, clf.image_shape[:2])
+    if images.shape[-1] != facts.image_shape[-1]:
+      raise ValueError(f"the judge classifier:{workdir} reads {facts.image_shape[-1]}-"
+                       f"channel images, got {images.shape[-1]}.")
+    images = fit_to(images, facts.image_shape[:2])
     feats, probs = [], []
     for start in range(0, len(images), batch_size):
       chunk = images[start:start + batch_size]
@@ -89,10 +77,7 @@ def classifier_judge(workdir: str, batch_size: int = 500) -> Judge:
       probs.append(p[:n])
     return np.concatenate(feats).astype(np.float64), np.concatenate(probs).astype(np.float64)
 
-  names = None
-  if clf.config.dataset == "fashion_mnist":
-    from jaxgan.data.classification import FASHION_MNIST_CLASSES  # pylint: disable=g-import-not-at-top
-    names = FASHION_MNIST_CLASSES
+  names = classification.FASHION_MNIST_CLASSES if data_set == "fashion_mnist" else None
   return Judge(f"classifier:{workdir}", extract, names)
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from jaxgan.data import folder
-from jaxgan.data.classification import load_fashion_mnist
-from jaxgan.data.unlabelled import fit_fashion_mnist
+from jaxgan.data.classification import fashion_mnist_images
 from jaxgan.evaluation import judges, report
+from jaxgan.images import fit_to
 
 # Scores worth a line in a log; the rest go to metrics.jsonl.
 HEADLINE = ("fd", "kid", "precision", "recall", "classes_covered", "memorisation")
@@ -71,8 +71,8 @@ def wgan_real_images(config, split: str, max_images: int = 0, seed: int = 0) -> 
   """
   d, isize = config.data, config.model.isize
   if d.source == "fashion_mnist":
-    data = load_fashion_mnist("train" if split == "train" else "test", d.data_dir or None)
-    return _subset(fit_fashion_mnist(data.images, isize), max_images, seed)
+    images = fashion_mnist_images(isize, "train" if split == "train" else "test", d.data_dir)
+    return _subset(images, max_images, seed)
   path = d.path if split == "train" else config.eval.heldout
   if not path:
     raise ValueError("judging a folder or LSUN run needs real images it never trained on: "
@@ -105,10 +105,6 @@ class WGANJudge:
 
 # ----------------------------------------------------------------------------- CycleGAN
 
-def _centre(images: np.ndarray, size: int) -> np.ndarray:
-  return judges.fit_to(images, (size, size))
-
-
 def _stack(source, n: int = 0) -> np.ndarray:
   n = len(source) if not n else min(n, len(source))
   return np.stack([source[i]["image"] for i in range(n)])
@@ -126,12 +122,12 @@ class CycleGANJudge:
 
   def __init__(self, config, domains, judge: judges.Judge, num_images: int = 0,
                pixel_memorisation: bool = False, kid_subsets: int = 100):
-    crop = config.data.crop_size
+    crop = (config.data.crop_size,) * 2
     self.judge = judge
-    test = {"A": _centre(_stack(domains.test_a, num_images), crop),
-            "B": _centre(_stack(domains.test_b, num_images), crop)}
-    train = {"A": _centre(_stack(domains.train_a, config.eval.reference_images), crop),
-             "B": _centre(_stack(domains.train_b, config.eval.reference_images), crop)}
+    test = {"A": fit_to(_stack(domains.test_a, num_images), crop),
+            "B": fit_to(_stack(domains.test_b, num_images), crop)}
+    train = {"A": fit_to(_stack(domains.train_a, config.eval.reference_images), crop),
+             "B": fit_to(_stack(domains.train_b, config.eval.reference_images), crop)}
     self.sources = {"AtoB": test["A"], "BtoA": test["B"]}
     self.targets = {"AtoB": "B", "BtoA": "A"}
     self.references = {

@@ -45,8 +45,11 @@ def nearest_isizes(isize: int) -> tuple[int, ...]:
   return (16,) if isize < 16 else (lower,) if lower == isize else (lower, 2 * lower)
 
 
-def check_isize(isize: int, name: str = "isize") -> None:
-  """Raises a ValueError naming the nearest valid sizes unless ``isize`` is 16·2^k."""
+def check_isize(isize: int, name: str = "isize", flag: str | None = None) -> None:
+  """Raises a ValueError naming the nearest valid sizes unless ``isize`` is 16·2^k.
+
+  ``flag``: the command-line field that sets it (``--config.model.isize``), for the fix.
+  """
   # Both nets step the grid between 4x4 and isize/2 by factors of two, plus one more
   # stride-2 step, so only 16·2^k works: the generator's width loop would never reach
   # 48 or 80, and the critic would end on a 3x3 or 5x5 grid.
@@ -56,9 +59,10 @@ def check_isize(isize: int, name: str = "isize") -> None:
     n = None
   if n is None or n < 16 or n & (n - 1):
     near = " or ".join(map(str, nearest_isizes(n))) if n is not None else "an int such as 64"
+    fix = f"set {flag}={near}" if flag else f"use {near}, and resize the images to that size"
     raise ValueError(
         f"{name} must be 16 times a power of two (16, 32, 64, 128, 256, ...); got {isize!r}: "
-        f"use {near}, and resize the images to that size.")
+        f"{fix}.")
 
 
 def _batch_norm(train: bool, dtype: Dtype, param_dtype: Dtype, name: str) -> layers.BatchNorm:

@@ -1,41 +1,42 @@
 """The one training loop the three systems share.
 
-Each system (``darknet``, ``wgan``, ``cyclegan``) supplies a *task*: its state, its jitted
-step and its batches. This loop does the rest, the same way for all three, in the spirit of
-the Flax examples' ``train_and_evaluate`` and big_vision's ``train.py``:
+Each system (``darknet``, ``wgan``, ``cyclegan``) hands the loop a `Task`: its state, its
+batches, its step and how to summarise the step's metrics. The loop does the rest, the
+same way for all three, in the spirit of the Flax examples' ``train_and_evaluate`` and
+big_vision's ``train.py``:
 
 1. restore the newest checkpoint in ``workdir`` (restore targets from ``jax.eval_shape``,
    nothing computed), or initialise; write ``config.json``;
-2. run steps ``start+1 .. stop``, one task step each (a jitted call, or for the WGAN's
-   critic bursts a few), never waiting for the device in between;
-3. every ``log_every`` steps, the one regular host sync: fetch the interval's metrics, let
-   the task summarise them, stop if a loss is not finite, write ``metrics.jsonl`` and
-   TensorBoard;
-4. run the periodic hooks (evaluation, sample galleries) when due;
+2. run steps ``start+1 .. stop``, one step call each, never waiting for the device in
+   between;
+3. every ``log_every`` steps, the one regular host sync: fetch the interval's metrics,
+   let the task summarise them, stop if a loss is not finite, write ``metrics.jsonl``
+   and TensorBoard, log a line;
+4. run the hooks (evaluation, sample galleries) when due;
 5. checkpoint every ``checkpoint_every`` steps and at the end, and when the process is
    asked to stop (SIGTERM from a scheduler, Ctrl-C): the current step finishes, the
    checkpoint is written, and the same command resumes exactly.
 
-A task provides (see `Task`): ``what`` (for messages), ``init_state()``,
-``abstract_state()``, ``batches(start)``, ``train_step(state, batch) -> (state,
-metrics)``, ``compile(state, batch)`` (ahead of time; False if it leaves that to jit), ``summarize(step, metrics, seconds) -> record``,
-``log_line(step, record)``,
-``meta() / load_meta(meta)`` (host-side numbers a resume needs), ``summary(record)``
-(the closing line) and ``close()``.
+The run's *record* (the newest value of every field it has logged) is the host's memory:
+it is saved with each checkpoint and restored with it, so counters a summary carries from
+one interval to the next (unreadable images skipped, fp16 overflows in a row, when a
+target accuracy was reached) continue where they were.
+
+Steps are jitted here too, in one place: `Program` binds a system's pure step to its
+feed's gather and compiles them as one program with the state donated.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import math
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,61 +44,65 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from jaxgan import checkpoint, metrics
+from jaxgan import checkpoint, config as config_lib, metrics, ops
+from jaxgan.data.feed import Batch
 
 
-class Task:
-  """What a system gives the loop; the defaults suit a system with nothing to add."""
-  what = "a run"
+class Task(NamedTuple):
+  """What the loop needs of a system.
 
-  def init_state(self) -> Any:
-    raise NotImplementedError
+  Attributes:
+    what: the run, for messages ("a WGAN run").
+    init_state: a fresh train state, on the devices.
+    abstract_state: shapes, dtypes and shardings of the state (restore targets).
+    batches: ``(start, state) -> iterator of Batch``: the inputs of steps ``start + 1``,
+      ``start + 2``, ..., for a run that resumes from ``state`` after ``start`` steps.
+    step: ``(state, inputs) -> (state, metrics)``; metrics are device scalars.
+    summarize: ``(step, metrics, seconds, record) -> fields``: a log interval's record
+      from its per-step metrics (stacked, on the host; ``skipped_images`` per step
+      included), ``seconds`` of wall time, and the run's record so far.
+  """
+  what: str
+  init_state: Callable[[], Any]
+  abstract_state: Callable[[], Any]
+  batches: Callable[[int, Any], Iterator[Batch]]
+  step: Callable[[Any, Any], tuple[Any, dict]]
+  summarize: Callable[[int, dict, float, dict], dict]
 
-  def abstract_state(self) -> Any:
-    """Shapes, dtypes and shardings of the state (``jax.eval_shape``): restore targets."""
-    raise NotImplementedError
 
-  def batches(self, start: int) -> Iterator[Any]:
-    """The input of each step from step ``start`` on."""
-    raise NotImplementedError
+class Program:
+  """A system's pure step and its feed's gather, jitted as one program, state donated.
 
-  def train_step(self, state, batch) -> tuple[Any, dict]:
-    """One step: the new state and the step's metrics (device scalars, not fetched)."""
-    raise NotImplementedError
+  ``step(state, batch, **settings)`` is bound to its settings with ``functools.partial``
+  beforehand; calling the program with ``(state, inputs)`` runs
+  ``step(state, gather(arrays, inputs))`` on the devices, where ``arrays`` is the feed's
+  device-resident data set (empty for streamed feeds, whose inputs are the batch). The
+  jitted function is ``self.jitted(state, arrays, inputs)``: lower it for cost analyses.
 
-  def summarize(self, step: int, metrics: dict[str, np.ndarray], seconds: float) -> dict:
-    """The record of a log interval from its stacked per-step metrics."""
-    return mean_record(metrics)
+  Args:
+    step: ``(state, batch) -> (state, metrics)``.
+    feed: the `jaxgan.data.feed` feed the inputs come from; None: the inputs are the
+      batch.
+    donate_state: donate the state's buffers (training); False for evaluation.
+  """
 
-  def compile(self, state, batch) -> bool:
-    """Compiles the step ahead of time; False leaves it to jit's first call."""
-    del state, batch
-    return False
+  def __init__(self, step, feed=None, donate_state: bool = True):
+    gather = feed.gather if feed is not None else (lambda arrays, batch: batch)
+    self.arrays = feed.arrays if feed is not None else {}
+    self.jitted = ops.jit(lambda state, arrays, inputs: step(state, gather(arrays, inputs)),
+                          donate_argnums=(0,) if donate_state else ())
 
-  def log_line(self, step: int, record: dict) -> str:
-    return f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items()
-                                         if isinstance(v, float))
-
-  def summary(self, record: dict) -> str:
-    return f"done: {self.log_line(record['step'], record)}"
-
-  def meta(self) -> dict:
-    """Host-side numbers a resume needs (saved beside the state)."""
-    return {}
-
-  def load_meta(self, meta: dict) -> None:
-    del meta
-
-  def close(self) -> None:
-    pass
+  def __call__(self, state, inputs):
+    return self.jitted(state, self.arrays, inputs)
 
 
 @dataclasses.dataclass
 class Every:
-  """``action(state, step, record) -> new fields or None``, every ``steps`` and at the end.
+  """A hook: ``action(state, step, record) -> new fields or None``, every ``steps`` steps
+  and at the last.
 
-  ``record`` holds the fields already written for this step (the train summary when one
-  was due, with its ``wall_time``).
+  ``record`` is the run's record with this step's fields so far (the train summary when
+  one was due, with its ``wall_time``).
   """
   steps: int
   action: Callable[[Any, int, dict], dict | None]
@@ -183,9 +188,18 @@ def stack_metrics(history: list[dict]) -> dict[str, np.ndarray]:
   return {k: np.asarray(v) for k, v in jax.device_get(stacked).items()}
 
 
-def mean_record(stacked: dict[str, np.ndarray]) -> dict:
+def mean_record(stacked: dict[str, np.ndarray], *_) -> dict:
   """The default summary: every metric's mean over the interval, as Python floats."""
   return {k: float(np.mean(v)) for k, v in stacked.items()}
+
+
+def default_log_line(step: int, record: dict) -> str:
+  return f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items()
+                                       if isinstance(v, float))
+
+
+def default_summary(record: dict) -> str:
+  return f"done: {default_log_line(record['step'], record)}"
 
 
 def check_workdir(workdir: str) -> None:
@@ -203,7 +217,8 @@ def check_workdir(workdir: str) -> None:
 
 def train(task: Task, config, workdir: str, *, num_steps: int, log_every: int,
           checkpoint_every: int, stop_after: int = -1, hooks: tuple[Every, ...] = (),
-          desc: str = "train") -> dict:
+          log_line: Callable[[int, dict], str] = default_log_line,
+          summary: Callable[[dict], str] = default_summary, desc: str = "train") -> dict:
   """Runs ``task`` for ``num_steps`` steps in ``workdir``, resuming if it was started before.
 
   Args:
@@ -215,11 +230,14 @@ def train(task: Task, config, workdir: str, *, num_steps: int, log_every: int,
     checkpoint_every: steps between checkpoints.
     stop_after: >= 0: stop (checkpointed) after this step; the same command continues.
     hooks: periodic actions (evaluation, galleries), each also run at the last step.
+    log_line: ``(step, fields) -> str``, the line logged for each record written.
+    summary: ``record -> str``, the closing line of a finished run.
     desc: the progress bar's label.
 
   Returns:
-    The last record, merged over the run's fields (``step``, ``wall_time``, the task's
-    summary, the hooks' fields); ``stopped_by`` names a signal that ended it early.
+    The run's record: the newest value of every field written (``step``, ``wall_time``,
+    the task's summary, the hooks' fields); ``stopped_by`` names a signal that ended it
+    early.
 
   Raises:
     NonFiniteError: a loss was NaN or infinite (no checkpoint of that state is written).
@@ -229,54 +247,52 @@ def train(task: Task, config, workdir: str, *, num_steps: int, log_every: int,
                                  config.get("keep_checkpoints", 3))
   try:
     return _train(task, config, workdir, ckpt, num_steps, log_every, checkpoint_every,
-                  stop_after, hooks, desc)
+                  stop_after, hooks, log_line, summary, desc)
   finally:
     ckpt.close()
-    task.close()
 
 
 def _train(task, config, workdir, ckpt, num_steps, log_every, checkpoint_every, stop_after,
-           hooks, desc) -> dict:
-  state, meta = None, {}
+           hooks, log_line, summary, desc) -> dict:
+  meta = {}
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(task.abstract_state())
     logging.info("Resuming %s at step %d of %d from %s", task.what, meta["step"], num_steps,
                  workdir)
   else:
     state = task.init_state()
-  task.load_meta(meta)
   start = int(meta.get("step", 0))
+  record: dict = dict(meta.get("record", {}))
   stop = num_steps if stop_after < 0 else min(num_steps, stop_after)
-  metrics.write_config(workdir, config)
+  config_lib.write_config(workdir, config)
   clock = Stopwatch(meta.get("elapsed", 0.0))
-  record: dict = {}
   last_saved = ckpt.latest_step()
 
   def save(step):
     nonlocal last_saved
     if last_saved != step:
-      ckpt.save(step, state, {"step": step, "elapsed": clock.elapsed(), **task.meta()})
+      ckpt.save(step, state, {"step": step, "elapsed": clock.elapsed(), "record": record})
       last_saved = step
 
   writer = metrics.MetricWriter(workdir)
+  batches = None
   try:
     with stop_requests() as stop_signals:
       if start < stop:
-        batches = task.batches(start)
-        first = next(batches)
-        compile_clock = Stopwatch()
-        if task.compile(state, first):
-          logging.info("train step compiled in %.1f s", compile_clock.elapsed())
-        batches = itertools.chain([first], batches)
+        batches = task.batches(start, state)
         history, interval = [], Stopwatch()
         for step in progress(range(start + 1, stop + 1), stop - start, desc):
-          state, step_metrics = task.train_step(state, next(batches))
-          history.append(step_metrics)
+          batch = next(batches)
+          step_clock = Stopwatch()
+          state, step_metrics = task.step(state, batch.inputs)
+          if step == start + 1:
+            logging.info("first step traced and compiled in %.1f s", step_clock.elapsed())
+          history.append({**step_metrics, "skipped_images": batch.skipped})
           end = step == stop or bool(stop_signals)
           checkpoint_due = step % checkpoint_every == 0 or end
           fields = {}
           if step % log_every == 0 or end:
-            fields = task.summarize(step, stack_metrics(history), interval.elapsed())
+            fields = task.summarize(step, stack_metrics(history), interval.elapsed(), record)
             fields["wall_time"] = clock.elapsed()
             check_finite(fields, step, workdir, last_saved)
             history, interval = [], Stopwatch()
@@ -284,12 +300,12 @@ def _train(task, config, workdir, ckpt, num_steps, log_every, checkpoint_every, 
             check_finite(mean_record(stack_metrics(history)), step, workdir, last_saved)
           for hook in hooks:
             if step % hook.steps == 0 or step == num_steps:
-              fields.update(hook.action(state, step, fields) or {})
+              fields.update(hook.action(state, step, {**record, **fields}) or {})
           for key in [k for k, v in fields.items() if isinstance(v, Image)]:
             writer.write_image(step, key, fields.pop(key).pixels)
           if fields:
-            writer.write_scalars(step, fields)
-            logging.info("%s", task.log_line(step, fields))
+            fields = writer.write_scalars(step, fields)  # as JSON values, for the record too
+            logging.info("%s", log_line(step, fields))
             record.update(fields, step=step)
           if checkpoint_due:
             save(step)
@@ -302,9 +318,11 @@ def _train(task, config, workdir, ckpt, num_steps, log_every, checkpoint_every, 
           logging.info("Stopping after step %d (stop_after); run the same command again "
                        "to continue.", stop)
   finally:
+    if batches is not None and hasattr(batches, "close"):
+      batches.close()  # stops a streamed feed's thread
     writer.close()
   record.setdefault("step", start)
   record["wall_time"] = clock.elapsed()
   if record.get("step") == num_steps and jax.process_index() == 0:
-    print(task.summary(record), flush=True)
+    print(summary(record), flush=True)
   return record

@@ -7,16 +7,15 @@ critic(fake); then train the generator once to lower critic(G(z)). RMSProp (PyTo
 lr 1e-4 for both; optionally one more pass at lr/10 with fresh optimizers, as the lesson
 does after the first epoch.
 
-What is new is how it runs. The whole run's schedule (which generator iteration takes how
-many critic steps, from which stream position) is worked out once (`schedule`) and drives
-both the data and the loop. A generator iteration is two jitted programs with the state
-donated: the critic steps, a ``lax.scan`` over a block of real batches (n, B, H, W, C)
-(on CPUs too, now that `jaxgan.ops` keeps the scan's convolution gradients in Eigen's
-layout), then the generator step. The state (both
-networks, both optimizer states, the counters, the RNG and the fixed gallery noise) is one
-pytree, replicated over a ("data",) mesh while batches are split over it, so the same code
-is data-parallel on any number of devices; the shared loop (`jaxgan.train.loop`) logs,
-draws galleries and checkpoints.
+What is new is how it runs. The whole run's `schedule` (which generator iteration takes
+how many critic steps, in which pass) is worked out once from the config. A generator
+iteration is two jitted programs with the state donated: `critic_steps`, a ``lax.scan``
+over a block of real batches (n, B, H, W, C) from the feed (`load_data`),
+then `generator_step`. The state (both networks, both optimizer states, the counters, the
+stream position, the RNG and the fixed gallery noise) is one pytree, replicated over a
+("data",) mesh while batches are split over it, so the same code is data-parallel on any
+number of devices; the shared loop (`jaxgan.train.loop`) logs, draws galleries and
+checkpoints.
 
 The improved WGAN (``loss='wgan-gp'``, Gulrajani et al. 2017) swaps clipping for a gradient
 penalty on random interpolates and RMSProp for Adam; its critic must not use BatchNorm.
@@ -28,6 +27,7 @@ D(fake) (so -Loss_D estimates the Wasserstein distance) and Loss_G = D(G(z)).
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import Any, NamedTuple
 
@@ -39,14 +39,15 @@ import numpy as np
 import optax
 from absl import logging
 
-from jaxgan import checkpoint, images, metrics, models, ops, optim, parallel, precision
-from jaxgan.data import unlabelled
-from jaxgan.data.device import StreamedBatches
-from jaxgan.evaluation import judges, runs
-from jaxgan.train import config_checks, loop
+from jaxgan import config as config_lib, images, models, ops, optim, parallel, precision
+from jaxgan.data import augment, classification, feed as feed_lib, folder
+from jaxgan.evaluation import judges, runs as judged_runs
+from jaxgan.models import dcgan
+from jaxgan.train import loop, runs
 
 LOSSES = ("wgan", "wgan-gp")
 OPTIMIZERS = ("rmsprop", "adam")
+SCHEDULES = ("lesson", "paper")
 
 
 @flax.struct.dataclass
@@ -71,15 +72,11 @@ class WGANState:
 
 # ----------------------------------------------------------------------------- the lesson's rules
 
-SCHEDULES = ("lesson", "paper")
-
-
 class GenIteration(NamedTuple):
   """One generator iteration of the run, as `schedule` lays it out."""
   phase: int  # 0, or 1 in the optional lr/10 pass
   phase_iter: int  # generator iterations of this phase before this one
   critic_steps: int  # real batches its critic steps consume
-  first_batch: int  # the stream position of the first of them
 
 
 def critic_iterations(phase_iter: int, total_iter: int, config) -> int:
@@ -110,23 +107,23 @@ def phase_lr_factors(config) -> list[float]:
 
 
 def schedule(config, steps_per_epoch: int) -> list[GenIteration]:
-  """Every generator iteration of the run, worked out once; data and loop both follow it.
+  """Every generator iteration of the run, worked out once from the config.
 
   A phase is ``num_gen_iters`` generator iterations, or ``num_epochs`` passes over the data:
   then, as in the lesson's ``while (j < d_iters) and (i < n)``, the last critic burst is cut
   short where the pass ends.
   """
-  items, total, position = [], 0, 0
+  items, total = [], 0
   for phase in range(len(phase_lr_factors(config))):
     budget = (0 if config.num_gen_iters > 0
-              else unlabelled.epochs_to_batches(config.num_epochs, steps_per_epoch))
+              else max(1, math.ceil(config.num_epochs * steps_per_epoch)))
     phase_iter = used = 0
     while (phase_iter < config.num_gen_iters) if budget == 0 else (used < budget):
       n = critic_iterations(phase_iter, total, config)
       if budget:
         n = min(n, budget - used)
-      items.append(GenIteration(phase, phase_iter, n, position))
-      phase_iter, total, used, position = phase_iter + 1, total + 1, used + n, position + n
+      items.append(GenIteration(phase, phase_iter, n))
+      phase_iter, total, used = phase_iter + 1, total + 1, used + n
   return items
 
 
@@ -154,35 +151,30 @@ def largest_weight(params):
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Catches impossible settings before any data is read; each error names the fix."""
-  config_checks.choice(config, "loss", LOSSES)
-  config_checks.choice(config, "optimizer", OPTIMIZERS)
-  config_checks.choice(config, "critic_schedule", SCHEDULES)
-  config_checks.choice(config, "data.source", unlabelled.SOURCES)
-  config_checks.choice(config, "model.critic_norm", ("batch", "layer", "none"))
-  config_checks.choice(config, "model.upsample", ("", "nearest", "bilinear"))
-  config_checks.choice(config, "data.channels", (1, 3))
+  config_lib.choice(config, "loss", LOSSES)
+  config_lib.choice(config, "optimizer", OPTIMIZERS)
+  config_lib.choice(config, "critic_schedule", SCHEDULES)
+  config_lib.choice(config, "data.source", SOURCES)
+  config_lib.choice(config, "model.critic_norm", ("batch", "layer", "none"))
+  config_lib.choice(config, "model.upsample", ("", "nearest", "bilinear"))
+  config_lib.choice(config, "data.channels", (1, 3))
   if precision.get_policy(config.precision).needs_loss_scaling:
     raise ValueError("precision=fp16 needs loss scaling, which the WGAN steps do not do: "
                      "set --config.precision=bf16 (same speed, no scaling needed) or fp32.")
-  isize = config.model.isize
-  if not isinstance(isize, int) or isize < 16 or isize & (isize - 1):
-    # The networks double 4x4 up to isize: 16, 32, 64, 128, ... only.
-    lower = 16 if not isinstance(isize, int) or isize < 32 else 1 << (isize.bit_length() - 1)
-    raise ValueError(f"config.model.isize={isize} is not 16 times a power of two, which the "
-                     f"DCGAN networks need (4x4 doubled up to isize): set "
-                     f"--config.model.isize={lower} or {2 * lower}.")
+  dcgan.check_isize(config.model.isize, "config.model.isize", "--config.model.isize")
   if config.loss == "wgan-gp" and config.model.critic_norm == "batch":
     raise ValueError("loss=wgan-gp penalises each example's own gradient, which BatchNorm's "
                      "batch statistics mix up: set --config.model.critic_norm=layer (or none).")
-  config_checks.positive(config, "batch_size", "lr_g", "lr_d", "critic_iters",
-                         "critic_iters_long", "model.nz", "model.ngf", "model.ndf",
-                         "num_samples", "log_every", "sample_every", "checkpoint_every",
-                         "second_phase_lr_factor", "data.prefetch")
-  config_checks.non_negative(config, "gen_batch_size", "eval.reference_images")
+  config_lib.positive(config, "batch_size", "lr_g", "lr_d", "critic_iters",
+                      "critic_iters_long", "model.nz", "model.ngf", "model.ndf",
+                      "num_samples", "log_every", "sample_every", "checkpoint_every",
+                      "second_phase_lr_factor", "data.prefetch")
+  config_lib.non_negative(config, "gen_batch_size", "eval.reference_images",
+                          "data.num_workers", "data.num_threads")
   if config.eval.judge:
-    config_checks.positive(config, "eval.every", "eval.samples", "eval.kid_subsets")
+    config_lib.positive(config, "eval.every", "eval.samples", "eval.kid_subsets")
   if config.loss == "wgan":
-    config_checks.positive(config, "clip_value")
+    config_lib.positive(config, "clip_value")
   if config.num_gen_iters <= 0 and config.num_epochs <= 0:
     raise ValueError("set a run length: --config.num_epochs=1 (passes over the data per "
                      "phase) or --config.num_gen_iters=N (generator iterations per phase).")
@@ -191,8 +183,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                      "--config.data.fraction=0.1 for a 10% sample.")
 
 
-def build_models(config, policy: precision.Policy):
+def build_models(config):
+  """The lesson's generator and critic, as a config sets them up."""
   m = config.model
+  policy = precision.get_policy(config.precision)
   dtypes = dict(dtype=policy.compute_dtype, param_dtype=policy.param_dtype)
   generator = models.DCGANGenerator(
       isize=m.isize, nz=m.nz, nc=config.data.channels, ngf=m.ngf,
@@ -210,14 +204,9 @@ def make_optimizer(config, learning_rate: float) -> optax.GradientTransformation
       learning_rate=learning_rate, b1=config.adam_b1, b2=config.adam_b2)
 
 
-def with_lr_factor(opt_state, factor: float):
-  """The optimizer state with its injected learning rate multiplied by ``factor``."""
-  hyper = dict(opt_state.hyperparams)
-  hyper["learning_rate"] = hyper["learning_rate"] * factor
-  return opt_state._replace(hyperparams=hyper)
-
-
-def create_state(generator, critic, gen_tx, critic_tx, config) -> WGANState:
+def create_state(config) -> WGANState:
+  generator, critic = build_models(config)
+  gen_tx, critic_tx = make_optimizer(config, config.lr_g), make_optimizer(config, config.lr_d)
   g_key, c_key, train_key, noise_key = jax.random.split(jax.random.PRNGKey(config.seed), 4)
   isize, nc, nz = config.model.isize, config.data.channels, config.model.nz
   g_vars = generator.init(g_key, jnp.zeros((1, nz), jnp.float32), train=False)
@@ -234,14 +223,102 @@ def create_state(generator, critic, gen_tx, critic_tx, config) -> WGANState:
       fixed_noise=jax.random.normal(noise_key, (config.num_samples, nz), jnp.float32))
 
 
+def initial_state(config, mesh) -> WGANState:
+  """A fresh state, replicated over the mesh."""
+  return jax.jit(functools.partial(create_state, config),
+                 out_shardings=parallel.replicated(mesh))()
+
+
+def abstract_state(config, mesh) -> WGANState:
+  """Shapes, dtypes and shardings of the state, computing nothing (restore targets)."""
+  return parallel.abstract_replicated(jax.eval_shape(functools.partial(create_state, config)),
+                                      mesh)
+
+
 def start_phase(state: WGANState, factor, *, gen_tx, critic_tx) -> WGANState:
   """The lesson's second pass: fresh optimizers at lr * factor, the schedule starts again."""
   def fresh(net, tx):
-    return net.replace(opt_state=with_lr_factor(tx.init(net.params), factor))
+    opt_state = tx.init(net.params)
+    lr = opt_state.hyperparams["learning_rate"] * factor
+    return net.replace(opt_state=optim.set_learning_rate(opt_state, lr))
 
   return state.replace(generator=fresh(state.generator, gen_tx),
                        critic=fresh(state.critic, critic_tx),
                        phase=state.phase + 1, gen_iters=jnp.zeros((), jnp.int32))
+
+
+# ----------------------------------------------------------------------------- the real images
+
+SOURCES = ("fashion_mnist", "folder", "lsun")
+
+
+class ImageData(NamedTuple):
+  """The real images of a WGAN run: its feed of real batches, and their count."""
+  feed: Any  # feed.DeviceFeed | feed.StreamedFeed
+  num_images: int
+  steps_per_epoch: int  # real batches in a pass over the images (at least one)
+
+
+def _source_hint(source: str) -> str:
+  return {"folder": "set --config.data.path to a folder that holds image files",
+          "lsun": "set --config.data.path to the LSUN LMDB folder (e.g. bedroom_train_lmdb)",
+          }.get(source, "")
+
+
+def load_data(data: ml_collections.ConfigDict, isize: int, batch_size: int, seed: int,
+              mesh) -> ImageData:
+  """The real images a WGAN config's ``data`` asks for, read and checked before training.
+
+  * ``fashion_mnist``: the 60,000 training images framed to ``isize``
+    (`classification.fit_fashion_mnist`), held whole in device memory
+    (`feed.DeviceFeed`, a fresh permutation each epoch);
+  * ``folder`` (any image folder, searched recursively) and ``lsun`` (an LSUN LMDB):
+    decoded on the host by grain (`folder.rows_from`) and uploaded ahead of the step
+    (`feed.StreamedFeed`); unreadable files are skipped and counted.
+
+  Either way real batch k is a pure function of (seed, k): the stream position, one
+  integer in the state, says where a resumed run continues. Folder and LMDB images are centre-cropped and resized straight to ``isize`` (the lesson
+  reads LSUN at 128 and resizes to 64; one antialiased resize to 64 gives the same picture
+  without the intermediate step).
+
+  Raises:
+    FileNotFoundError / ValueError: a missing or empty folder or database, with the fix.
+  """
+  if data.source not in SOURCES:
+    raise ValueError(f"config.data.source={data.source!r} is not one of {SOURCES}: set "
+                     "--config.data.source=fashion_mnist, folder or lsun.")
+  if data.source == "fashion_mnist":
+    if data.channels != 1:
+      raise ValueError("Fashion-MNIST is grayscale: set --config.data.channels=1.")
+    images = classification.fashion_mnist_images(isize, "train", data.data_dir,
+                                                 data.max_images)
+    if len(images) < batch_size:
+      raise ValueError(f"batch_size={batch_size} is larger than the {len(images)} images: "
+                       "lower --config.batch_size (or raise --config.data.max_images).")
+    sampler = feed_lib.EpochSampler(len(images), batch_size, seed)
+    return ImageData(feed_lib.DeviceFeed(images, sampler, mesh), len(images),
+                     sampler.steps_per_epoch)
+
+  if data.max_images:
+    raise ValueError("config.data.max_images applies to fashion_mnist only: use "
+                     "--config.data.fraction to sample a folder or LMDB.")
+  if not data.path:
+    raise ValueError(f"config.data.path is empty: {_source_hint(data.source)}.")
+  try:
+    if data.source == "folder":
+      source = folder.ImageFolderSource(data.path, isize, data.channels, data.fraction, seed)
+    else:
+      source = folder.LmdbSource(data.path, isize, data.channels, data.fraction, seed,
+                                 cache_dir=data.cache_dir or None)
+    source.check_readable()
+  except (FileNotFoundError, ValueError) as e:
+    # Same type, plus the config flag to change.
+    raise type(e)(f"{e} ({_source_hint(data.source)}.)") from None
+  loader = folder.rows_from(source, batch_size, seed=seed, num_workers=data.num_workers,
+                            num_threads=data.num_threads)
+  # Batches straddle epochs (make_loader), so an epoch is N / B batches, at least one.
+  return ImageData(feed_lib.StreamedFeed(loader, mesh, data.prefetch), len(source),
+                   max(1, len(source) // batch_size))
 
 
 # ----------------------------------------------------------------------------- steps
@@ -274,7 +351,7 @@ def critic_step(critic_net: NetState, gen_net: NetState, real_u8, key, *, genera
     # The lesson clamps *before* the update, so the update itself may carry weights up to
     # one step past c; the next critic step clamps them again.
     params = optim.clip_params(params, clip_value)
-  real = jax.lax.with_sharding_constraint(unlabelled.to_unit_range(real_u8), batch_sharding)
+  real = jax.lax.with_sharding_constraint(augment.to_unit_range(real_u8), batch_sharding)
   batch_size = real.shape[0]
   fake, gen_batch_stats = _apply(generator, gen_net.params, gen_net.batch_stats,
                                  _noise(noise_key, batch_size, nz, batch_sharding))
@@ -306,39 +383,14 @@ def critic_step(critic_net: NetState, gen_net: NetState, real_u8, key, *, genera
   return new_critic, gen_batch_stats, numbers
 
 
-def generator_step(gen_net: NetState, critic_net: NetState, key, *, generator, critic,
-                   gen_tx, batch_size: int, nz: int, batch_sharding):
-  """One generator update to lower critic(G(z)); the critic is held fixed.
+def critic_steps(state: WGANState, real_blocks, *, generator, critic, critic_tx, loss: str,
+                 clip_value: float, gp_weight: float, nz: int, batch_sharding):
+  """One critic update per real batch of ``real_blocks`` (n, B, H, W, C) uint8: a scan.
 
-  As in the lesson the critic runs in train mode (batch statistics, running averages
-  updated) with the weights its last update left, unclamped.
+  Returns the new state and the numbers the lesson prints, of the last critic step
+  (``critic_weight_max``: the largest over the steps), with ``real_batches``, the stream
+  position after them.
   """
-  z = _noise(key, batch_size, nz, batch_sharding)
-
-  def loss_fn(params):
-    fake, gen_batch_stats = _apply(generator, params, gen_net.batch_stats, z)
-    scores, critic_batch_stats = _apply(critic, critic_net.params, critic_net.batch_stats,
-                                        fake)
-    return jnp.mean(scores), (gen_batch_stats, critic_batch_stats)
-
-  (loss_g, (gen_batch_stats, critic_batch_stats)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(gen_net.params)
-  updates, opt_state = gen_tx.update(grads, gen_net.opt_state, gen_net.params)
-  new_gen = NetState(optax.apply_updates(gen_net.params, updates), gen_batch_stats, opt_state)
-  return new_gen, critic_net.replace(batch_stats=critic_batch_stats), loss_g
-
-
-def critic_steps(state: WGANState, data, block, *, take, generator, critic, critic_tx,
-                 loss: str, clip_value: float, gp_weight: float, nz: int, batch_sharding,
-                 unroll: bool = False):
-  """n critic steps, one per real batch of ``block`` (n, B, ...); pure, jitted per n.
-
-  ``take(data, block)`` turns the block into images (n, B, H, W, C) uint8: a gather from
-  the data set in device memory, or the decoded images themselves. ``unroll`` unrolls the
-  loop (only ``experiments.critic_scan_timing`` does, to compare). Returns the new state and the numbers the lesson
-  prints, of the last critic step (``critic_weight_max``: the largest over the steps).
-  """
-  real_blocks = take(data, block)
   n = real_blocks.shape[0]
   critic_key = jax.random.fold_in(state.rng, 1)
 
@@ -355,27 +407,43 @@ def critic_steps(state: WGANState, data, block, *, take, generator, critic, crit
 
   positions = state.data_position + jnp.arange(n, dtype=jnp.int32)
   (critic_net, gen_batch_stats), numbers = jax.lax.scan(
-      one_critic_step, (state.critic, state.generator.batch_stats), (real_blocks, positions),
-      unroll=n if unroll else 1)
+      one_critic_step, (state.critic, state.generator.batch_stats), (real_blocks, positions))
   new = state.replace(critic=critic_net,
                       generator=state.generator.replace(batch_stats=gen_batch_stats),
                       data_position=state.data_position + n)
   last = {k: v[-1] for k, v in numbers.items()}
   if "critic_weight_max" in numbers:
     last["critic_weight_max"] = jnp.max(numbers["critic_weight_max"])
-  return new, last
+  return new, {**last, "real_batches": new.data_position}
 
 
-def generator_iteration_end(state: WGANState, *, generator, critic, gen_tx, batch_size: int,
-                            nz: int, batch_sharding):
-  """The generator step that closes a generator iteration; pure, jitted once."""
-  gen_key = jax.random.fold_in(jax.random.fold_in(state.rng, 2), state.total_gen_iters)
-  gen_net, critic_net, loss_g = generator_step(
-      state.generator, state.critic, gen_key, generator=generator, critic=critic,
-      gen_tx=gen_tx, batch_size=batch_size, nz=nz, batch_sharding=batch_sharding)
-  new = state.replace(generator=gen_net, critic=critic_net, gen_iters=state.gen_iters + 1,
-                      total_gen_iters=state.total_gen_iters + 1)
-  return new, loss_g
+def generator_step(state: WGANState, *, generator, critic, gen_tx, batch_size: int, nz: int,
+                   batch_sharding):
+  """One generator update to lower critic(G(z)), closing a generator iteration.
+
+  Its only input is the state's RNG. As in the lesson the critic runs in train mode
+  (batch statistics, running averages updated) with the weights its last update left,
+  unclamped.
+  """
+  gen_net, critic_net = state.generator, state.critic
+  key = jax.random.fold_in(jax.random.fold_in(state.rng, 2), state.total_gen_iters)
+  z = _noise(key, batch_size, nz, batch_sharding)
+
+  def loss_fn(params):
+    fake, gen_batch_stats = _apply(generator, params, gen_net.batch_stats, z)
+    scores, critic_batch_stats = _apply(critic, critic_net.params, critic_net.batch_stats,
+                                        fake)
+    return jnp.mean(scores), (gen_batch_stats, critic_batch_stats)
+
+  (loss_g, (gen_batch_stats, critic_batch_stats)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(gen_net.params)
+  updates, opt_state = gen_tx.update(grads, gen_net.opt_state, gen_net.params)
+  new = state.replace(
+      generator=NetState(optax.apply_updates(gen_net.params, updates), gen_batch_stats,
+                         opt_state),
+      critic=critic_net.replace(batch_stats=critic_batch_stats),
+      gen_iters=state.gen_iters + 1, total_gen_iters=state.total_gen_iters + 1)
+  return new, {"Loss_G": loss_g}
 
 
 def generate(gen_net: NetState, z, *, generator):
@@ -384,173 +452,152 @@ def generate(gen_net: NetState, z, *, generator):
                          train=False)
 
 
-class WGAN(loop.Task):
-  """The two networks, their optimizers, the run's schedule and the jitted programs.
+def generator_fn(config):
+  """`generate` for a config's generator, jitted: ``(gen_net, z) -> images``."""
+  return ops.jit(functools.partial(generate, generator=build_models(config)[0]))
 
-  Args:
-    config: a config from ``experiments/configs/wgan.py`` (already validated).
-    mesh: the ("data",) mesh.
-    data: the real images (`jaxgan.data.unlabelled.make_image_data`), or None for blocks
-      of decoded images passed in directly (tests, the benchmark, sampling).
+
+class Programs(NamedTuple):
+  """The jitted programs of a WGAN run, each bound once to its settings."""
+  critic: loop.Program  # (state, block inputs) -> (state, numbers)
+  generator: Any  # state -> (state, {"Loss_G"})
+  start_phase: Any  # (state, lr factor) -> state
+  generate: Any  # (generator NetState, z) -> images in [-1, 1]
+
+
+def make_programs(config, mesh, feed=None) -> Programs:
+  """The programs for a config; ``feed``: where the critic's real blocks come from (None:
+  the inputs are the decoded blocks themselves)."""
+  generator, critic = build_models(config)
+  gen_tx, critic_tx = make_optimizer(config, config.lr_g), make_optimizer(config, config.lr_d)
+  nets = dict(generator=generator, critic=critic, nz=config.model.nz,
+              batch_sharding=feed_lib.batch_sharding(mesh))
+  return Programs(
+      critic=loop.Program(functools.partial(
+          critic_steps, critic_tx=critic_tx, loss=config.loss, clip_value=config.clip_value,
+          gp_weight=config.gp_weight, **nets), feed),
+      generator=ops.jit(functools.partial(
+          generator_step, gen_tx=gen_tx,
+          batch_size=config.gen_batch_size or config.batch_size, **nets),
+          donate_argnums=(0,)),
+      start_phase=ops.jit(functools.partial(start_phase, gen_tx=gen_tx, critic_tx=critic_tx),
+                          out_shardings=parallel.replicated(mesh), donate_argnums=(0,)),
+      generate=generator_fn(config))
+
+
+def iteration(state: WGANState, inputs, *, programs: Programs, phase_lr_factors):
+  """One generator iteration: the critic steps over its block, then the generator step.
+
+  ``inputs``: ``(GenIteration, block)``. The first iteration of a later phase starts it
+  (`start_phase`) first.
   """
-  what = "a WGAN run"
+  item, block = inputs
+  if item.phase > 0 and item.phase_iter == 0:
+    state = programs.start_phase(state, jnp.float32(phase_lr_factors[item.phase]))
+  state, numbers = programs.critic(state, block)
+  state, gen_numbers = programs.generator(state)
+  return state, {**numbers, **gen_numbers}
 
-  def __init__(self, config: ml_collections.ConfigDict, mesh, data=None):
-    self.config, self.mesh, self.data = config, mesh, data
-    self.policy = precision.get_policy(config.precision)
-    self.generator, self.critic = build_models(config, self.policy)
-    self.gen_tx = make_optimizer(config, config.lr_g)
-    self.critic_tx = make_optimizer(config, config.lr_d)
-    self.block_sharding = parallel.data_sharding(mesh, batch_axis=1)
-    self.skipped = 0
-    self.factors = phase_lr_factors(config)
-    self.schedule = schedule(config, data.steps_per_epoch) if data is not None else []
-    take = data.take if data is not None else StreamedBatches.take
-    self.arrays = data.arrays if data is not None else {}
-    sharding = parallel.data_sharding(mesh)
-    models_kw = dict(generator=self.generator, critic=self.critic, nz=config.model.nz,
-                     batch_sharding=sharding)
-    self._critic_steps = ops.jit(functools.partial(
-        critic_steps, take=take, critic_tx=self.critic_tx, loss=config.loss,
-        clip_value=config.clip_value, gp_weight=config.gp_weight, **models_kw),
-        donate_argnums=(0,))
-    self._generator_step = ops.jit(functools.partial(
-        generator_iteration_end, gen_tx=self.gen_tx,
-        batch_size=config.gen_batch_size or config.batch_size, **models_kw),
-        donate_argnums=(0,))
-    self._generate = ops.jit(functools.partial(generate, generator=self.generator))
-    self._start_phase = ops.jit(
-        functools.partial(start_phase, gen_tx=self.gen_tx, critic_tx=self.critic_tx),
-        out_shardings=parallel.replicated(mesh), donate_argnums=(0,))
 
-  # --- state
+def make_task(config, mesh, feed, programs: Programs, plan: list[GenIteration],
+              steps_per_epoch: int) -> loop.Task:
+  """The loop's `loop.Task`: one step is one generator iteration of ``plan`` (`schedule`),
+  its critic steps fed real blocks by ``feed``."""
+  def batches(start, state):
+    position = int(jax.device_get(state.data_position))  # where the stream resumes
+    return _paired(plan[start:], feed.batches(
+        position, (item.critic_steps for item in plan[start:])))
 
-  def _create_state(self) -> WGANState:
-    return create_state(self.generator, self.critic, self.gen_tx, self.critic_tx, self.config)
+  return loop.Task(
+      what="a WGAN run",
+      init_state=lambda: initial_state(config, mesh),
+      abstract_state=lambda: abstract_state(config, mesh),
+      batches=batches,
+      step=functools.partial(iteration, programs=programs,
+                             phase_lr_factors=phase_lr_factors(config)),
+      summarize=functools.partial(summarize, config=config, plan=plan,
+                                  steps_per_epoch=steps_per_epoch))
 
-  def init_state(self) -> WGANState:
-    return jax.jit(self._create_state, out_shardings=parallel.replicated(self.mesh))()
 
-  def abstract_state(self) -> WGANState:
-    """Shapes, dtypes and shardings of the state, computing nothing (restore targets)."""
-    return parallel.abstract_replicated(jax.eval_shape(self._create_state), self.mesh)
+def _paired(items, blocks):
+  try:
+    for item, block in zip(items, blocks):
+      yield feed_lib.Batch((item, block.inputs), block.skipped)
+  finally:
+    blocks.close()
 
-  def block_shape(self, n: int) -> tuple[int, ...]:
-    isize = self.config.model.isize
-    return (n, self.config.batch_size, isize, isize, self.config.data.channels)
 
-  # --- one generator iteration
+# ----------------------------------------------------------------------------- records
 
-  def iteration(self, state: WGANState, block, start_phase: float | None = None):
-    """The critic steps over ``block``, then the generator step.
+def summarize(step: int, stacked: dict, seconds: float, record: dict, *, config, plan,
+              steps_per_epoch: int) -> dict:
+  """A log interval's record: the lesson's numbers (means over the interval: the lesson
+  prints the last values, which are noisy), the schedule's position and the speed."""
+  iterations = len(stacked["Loss_G"])
+  item = plan[step - 1]
+  real_batches = int(stacked.pop("real_batches")[-1])
+  skipped = record.get("skipped_images", 0) + int(np.sum(stacked.pop("skipped_images")))
+  critic_batches = sum(it.critic_steps for it in plan[step - iterations:step])
+  factor = phase_lr_factors(config)[item.phase]
+  fields = {k: float(np.mean(v)) for k, v in stacked.items()}
+  if "critic_weight_max" in stacked:
+    fields["critic_weight_max"] = float(np.max(stacked["critic_weight_max"]))
+  fields.update(
+      wasserstein_estimate=-fields["Loss_D"], phase=item.phase,
+      epoch=real_batches / steps_per_epoch, real_batches=real_batches,
+      lr_g=config.lr_g * factor, lr_d=config.lr_d * factor, skipped_images=skipped,
+      gen_iters_per_sec=iterations / seconds,
+      real_images_per_sec=critic_batches * config.batch_size / seconds)
+  return fields
 
-    ``start_phase``: the lr factor of a phase that starts with this iteration.
-    """
-    if start_phase is not None:
-      state = self._start_phase(state, jnp.float32(start_phase))
-    state, numbers = self._critic_steps(state, self.arrays, block)
-    state, loss_g = self._generator_step(state)
-    return state, dict(numbers, Loss_G=loss_g)
 
-  def generate(self, gen_net: NetState, z) -> jax.Array:
-    return self._generate(gen_net, z)
+def log_line(step: int, r: dict) -> str:
+  if "Loss_D" not in r:
+    return f"gen iter {step}: gallery {r.get('gallery')}"
+  return (f"gen iter {step}: Loss_D {r['Loss_D']:.5f}; Loss_G {r['Loss_G']:.5f}; D_real "
+          f"{r['D_real']:.5f}; D_fake {r['D_fake']:.5f}; {r['gen_iters_per_sec']:.2f} it/s;"
+          f" {r['skipped_images']} unreadable images skipped")
 
-  # --- training, as the loop drives it
 
-  def batches(self, start: int):
-    """For each generator iteration from ``start`` on: (its schedule entry, its block)."""
-    items = self.schedule[start:]
-    if not items:
-      return
-    blocks = self.data.blocks(items[0].first_batch, (item.critic_steps for item in items))
-    try:
-      for item in items:
-        block, skipped = next(blocks)
-        self.skipped += skipped
-        yield item, block
-    finally:
-      blocks.close()
+def summary(record: dict) -> str:
+  scores = "".join(f", {k} {record[k]:.4g}" for k in judged_runs.HEADLINE if k in record)
+  return (f"done: {record['step']} generator iterations, {record.get('real_batches')} real "
+          f"batches, {record['wall_time']:.1f} s{scores}; gallery {record.get('gallery')}")
 
-  def lower(self, state, block):
-    """The two programs of a generator iteration, lowered for this block (the benchmark)."""
-    return (self._critic_steps.lower(state, self.arrays, block),
-            self._generator_step.lower(state))
 
-  def train_step(self, state, batch):
-    item, block = batch
-    new_phase = item.phase > 0 and item.phase_iter == 0
-    return self.iteration(state, block, self.factors[item.phase] if new_phase else None)
+def samples(generate_fn, gen_net: NetState, z, batch_size: int = 500) -> np.ndarray:
+  """uint8 images of the generator (eval mode) on noise ``z``, in batches."""
+  return np.concatenate([
+      images.to_uint8(jax.device_get(generate_fn(gen_net, z[i:i + batch_size])))
+      for i in range(0, len(z), batch_size)])
 
-  def summarize(self, step: int, stacked: dict, seconds: float) -> dict:
-    item = self.schedule[step - 1]
-    real_batches = item.first_batch + item.critic_steps
-    start = self.schedule[step - len(stacked["Loss_G"])].first_batch
-    factor = self.factors[item.phase]
-    # Means over the interval (the lesson prints the last values, which are noisy).
-    record = {k: float(np.mean(v)) for k, v in stacked.items()}
-    record.update(
-        wasserstein_estimate=-record["Loss_D"], phase=item.phase,
-        epoch=real_batches / self.data.steps_per_epoch, real_batches=real_batches,
-        lr_g=self.config.lr_g * factor, lr_d=self.config.lr_d * factor,
-        skipped_images=self.skipped, gen_iters_per_sec=len(stacked["Loss_G"]) / seconds,
-        real_images_per_sec=(real_batches - start) * self.config.batch_size / seconds)
-    if "critic_weight_max" in stacked:
-      record["critic_weight_max"] = float(np.max(stacked["critic_weight_max"]))
-    return record
 
-  def log_line(self, step: int, r: dict) -> str:
-    if "Loss_D" not in r:
-      return f"gen iter {step}: gallery {r.get('gallery')}"
-    return (f"gen iter {step}: Loss_D {r['Loss_D']:.5f}; Loss_G {r['Loss_G']:.5f}; D_real "
-            f"{r['D_real']:.5f}; D_fake {r['D_fake']:.5f}; {r['gen_iters_per_sec']:.2f} it/s;"
-            f" {r['skipped_images']} unreadable images skipped")
+def gallery_hook(workdir: str, generate_fn):
+  """A loop hook: the generator on the run's fixed noise, 8 a row, as PNG and in TB."""
+  def save(state, step, record):  # pylint: disable=unused-argument
+    fakes = jax.device_get(generate_fn(state.generator, state.fixed_noise))
+    grid = images.make_grid(fakes, ncol=8)
+    path = os.path.join(workdir, "samples", f"gen_{step:06d}.png")
+    if jax.process_index() == 0:
+      images.save_png(path, grid)
+    return {"gallery": path, "samples": loop.Image(grid)}
+  return save
 
-  def summary(self, record: dict) -> str:
-    scores = "".join(f", {k} {record[k]:.4g}" for k in runs.HEADLINE if k in record)
-    return (f"done: {record['step']} generator iterations, {record.get('real_batches')} real "
-            f"batches, {record['wall_time']:.1f} s{scores}; gallery {record.get('gallery')}")
 
-  def meta(self) -> dict:
-    return {"skipped_images": self.skipped}
+def evaluation_hook(config, judge: judged_runs.WGANJudge, generate_fn):
+  """A loop hook: ``eval.samples`` samples on fixed noise, scored by ``judge`` with the
+  floor and ceiling of each score."""
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0xE7A1)
+  z = jax.random.normal(key, (config.eval.samples, config.model.nz))
 
-  def load_meta(self, meta: dict) -> None:
-    self.skipped = int(meta.get("skipped_images", 0))
-
-  def close(self) -> None:
-    if self.data is not None:
-      self.data.close()
-
-  def samples(self, state: WGANState, z, batch_size: int = 500) -> np.ndarray:
-    """uint8 images of the generator (eval mode) on noise ``z``, in batches."""
-    return np.concatenate([
-        images.to_uint8(jax.device_get(self.generate(state.generator, z[i:i + batch_size])))
-        for i in range(0, len(z), batch_size)])
-
-  def evaluation_hook(self, judge):
-    """A loop hook: ``eval.samples`` samples on fixed noise, scored by ``judge``
-    (`jaxgan.evaluation.runs.WGANJudge`), with the floor and ceiling of each score."""
-    key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 0xE7A1)
-    z = jax.random.normal(key, (self.config.eval.samples, self.config.model.nz))
-
-    def evaluate(state, step, record):  # pylint: disable=unused-argument
-      clock = loop.Stopwatch()
-      scores = judge.score(self.samples(state, z))
-      logging.info("gen iter %d, judged by %s:\n%s", step, self.config.eval.judge,
-                   runs.table(scores))
-      return {**runs.flatten(scores), **runs.references(scores),
-              "eval_seconds": clock.elapsed()}
-    return evaluate
-
-  def gallery_hook(self, workdir: str):
-    """A loop hook: the generator on the run's fixed noise, 8 a row, as PNG and in TB."""
-    def save(state, step, record):  # pylint: disable=unused-argument
-      fakes = jax.device_get(self.generate(state.generator, state.fixed_noise))
-      grid = images.make_grid(fakes, ncol=8)
-      path = os.path.join(workdir, "samples", f"gen_{step:06d}.png")
-      if jax.process_index() == 0:
-        images.save_png(path, grid)
-      return {"gallery": path, "samples": loop.Image(grid)}
-    return save
+  def evaluate(state, step, record):  # pylint: disable=unused-argument
+    clock = loop.Stopwatch()
+    scores = judge.score(samples(generate_fn, state.generator, z))
+    logging.info("gen iter %d, judged by %s:\n%s", step, config.eval.judge,
+                 judged_runs.table(scores))
+    return {**judged_runs.flatten(scores), **judged_runs.references(scores),
+            "eval_seconds": clock.elapsed()}
+  return evaluate
 
 
 # ----------------------------------------------------------------------------- runs
@@ -564,51 +611,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Returns:
     The last record (losses, counters, speed), with the last gallery's path.
   """
-  parallel.maybe_initialize_distributed()  # first: it must precede any other JAX call
-  validate_config(config)
-  loop.check_workdir(workdir)  # before hours of data loading, not after
-  mesh = parallel.make_mesh()
-  parallel.check_batch_divisible(config.batch_size, mesh, "batch_size")
-  parallel.check_batch_divisible(config.gen_batch_size or config.batch_size, mesh,
-                                 "gen_batch_size")
+  mesh = runs.start(config, workdir, validate=validate_config, batch_sizes={
+      "batch_size": config.batch_size,
+      "gen_batch_size": config.gen_batch_size or config.batch_size})
   # The judge first: a missing one is an error before any data is read.
   judge = judges.load_judge(config.eval.judge) if config.eval.judge else None
-  data = unlabelled.make_image_data(config.data, config.model.isize, config.batch_size,
-                                    config.seed, mesh)
-  wgan = WGAN(config, mesh, data)
-  hooks = [loop.Every(config.sample_every, wgan.gallery_hook(workdir))]
+  data = load_data(config.data, config.model.isize, config.batch_size, config.seed, mesh)
+  plan = schedule(config, data.steps_per_epoch)
+  programs = make_programs(config, mesh, data.feed)
+  task = make_task(config, mesh, data.feed, programs, plan, data.steps_per_epoch)
+  hooks = [loop.Every(config.sample_every, gallery_hook(workdir, programs.generate))]
   if judge is not None:
     clock = loop.Stopwatch()
-    hooks.append(loop.Every(config.eval.every, wgan.evaluation_hook(
-        runs.WGANJudge(config, judge, config.eval.samples,
-        kid_subsets=config.eval.kid_subsets))))
+    reference = judged_runs.WGANJudge(config, judge, config.eval.samples,
+                                      kid_subsets=config.eval.kid_subsets)
+    hooks.append(loop.Every(config.eval.every,
+                            evaluation_hook(config, reference, programs.generate)))
     logging.info("evaluation reference (%s) built in %.1f s", config.eval.judge,
                  clock.elapsed())
   logging.info("%s: %d images, %d real batches of %d per epoch, %d generator iterations "
                "in %d phase(s), %d devices, %s, loss %s", config.data.source,
-               data.num_images, data.steps_per_epoch, config.batch_size, len(wgan.schedule),
-               len(wgan.factors), mesh.devices.size, config.precision, config.loss)
-  return loop.train(wgan, config, workdir, num_steps=len(wgan.schedule),
-                    log_every=config.log_every, checkpoint_every=config.checkpoint_every,
-                    stop_after=config.stop_after_gen_iters, hooks=tuple(hooks), desc="wgan")
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run in ``workdir`` was started with (its config.json)."""
-  return metrics.read_config(workdir, "wgan")
-
-
-def restore_state(workdir: str, config=None, step: int | None = None):
-  """``(wgan, state)`` of the latest (or ``step``) checkpoint of a run."""
-  config = load_run_config(workdir) if config is None else config
-  validate_config(config)
-  wgan = WGAN(config, parallel.make_mesh())
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
-  try:
-    state, _ = ckpt.restore(wgan.abstract_state(), step)
-  finally:
-    ckpt.close()
-  return wgan, state
+               data.num_images, data.steps_per_epoch, config.batch_size, len(plan),
+               len(phase_lr_factors(config)), mesh.devices.size, config.precision,
+               config.loss)
+  return loop.train(task, config, workdir, num_steps=len(plan), log_every=config.log_every,
+                    checkpoint_every=config.checkpoint_every,
+                    stop_after=config.stop_after_gen_iters, hooks=tuple(hooks),
+                    log_line=log_line, summary=summary, desc="wgan")
 
 
 def sample(workdir: str, num: int = 64, seed: int = 0, step: int | None = None) -> np.ndarray:
@@ -618,6 +647,6 @@ def sample(workdir: str, num: int = 64, seed: int = 0, step: int | None = None) 
   """
   if num < 1:
     raise ValueError(f"num={num} must be positive.")
-  wgan, state = restore_state(workdir, step=step)
-  z = jax.random.normal(jax.random.PRNGKey(seed), (num, wgan.config.model.nz), jnp.float32)
-  return images.to_uint8(jax.device_get(wgan.generate(state.generator, z)))
+  run = runs.restore(workdir, "wgan", step=step)
+  z = jax.random.normal(jax.random.PRNGKey(seed), (num, run.config.model.nz), jnp.float32)
+  return images.to_uint8(jax.device_get(generator_fn(run.config)(run.state.generator, z)))

@@ -1,24 +1,26 @@
 r"""Speed of full training steps on whatever devices exist.
 
-  python -m experiments.benchmark darknet [--batch 512] [--precision bf16] [--steps 50]
-  python -m experiments.benchmark wgan [--variant lsun]
-  python -m experiments.benchmark cyclegan [--variant horse2zebra]
-  python -m experiments.benchmark all          # one table, each system's main config
-  python -m experiments.benchmark all --cpu_sizes --steps 3   # the lesson's sizes, fp32
-  python -m experiments.benchmark all --cpu_sizes --steps 2 --rounds 5  # in turns, medians
-  python -m experiments.benchmark all --notorch                # jaxgan rows only
-  python -m experiments.benchmark all --variant smoke --steps 2  # a quick check
-  python -m experiments.benchmark all --cpu_sizes --xla_defaults  # without jaxgan's XLA options
+  python -m benchmarks.benchmark darknet [--batch 512] [--precision bf16] [--steps 50]
+  python -m benchmarks.benchmark wgan [--variant lsun]
+  python -m benchmarks.benchmark cyclegan [--variant horse2zebra]
+  python -m benchmarks.benchmark all          # one table, each system's main config
+  python -m benchmarks.benchmark all --cpu_sizes --steps 3   # the lesson's sizes, fp32
+  python -m benchmarks.benchmark all --cpu_sizes --steps 2 --rounds 5  # in turns, medians
+  python -m benchmarks.benchmark all --notorch                # jaxgan rows only
+  python -m benchmarks.benchmark all --variant smoke --steps 2  # a quick check
+  python -m benchmarks.benchmark all --cpu_sizes --xla_defaults  # without jaxgan's XLA options
+  python -m benchmarks.benchmark all --out rows.jsonl        # the rows as JSON lines too
 
 Prints images/s, step time, compile time, peak device memory, and the FLOP/s that XLA's
 cost analysis implies, with the share of the device's peak where that peak is known.
 The inputs are random uint8 images of the real shape (speed does not depend on their
-content); the step is the real one, data-set gather and augmentation included.
+content); the step is the real one (each system's jitted program, as training builds
+it), data-set gather and augmentation included.
 This, not a timed test, is where jaxgan's speed figures come from.
 
 PyTorch side by side (``--torch``, on by default when torch is importable; torch is never
 a requirement and is imported only then): under each jaxgan row, the same training step
-written in PyTorch from the same config (``experiments/torch_reference.py``) on the same
+written in PyTorch from the same config (``benchmarks/torch_reference.py``) on the same
 kind of device, timed the same way (3 warm-up steps, then ``--steps``; on a GPU
 ``torch.cuda.synchronize`` closes each timing), as "pytorch-eager" and, where a CUDA GPU
 exists, "pytorch-compile" (each network in ``torch.compile``; its compile_s is the first
@@ -36,7 +38,7 @@ on a CPU shared with other jobs nearly doubled PyTorch's speed here.
 the footer gives the spread of the per-round ratios. On a machine whose speed drifts over
 minutes (this project's CPU VMs), one round of each, minutes apart, can be off by 30%.
 
-``--cpu_sizes``: the sizes issue 10 names for comparing on a CPU, fp32 throughout:
+``--cpu_sizes``: the lesson's sizes shrunk to what a CPU times in minutes, fp32 throughout:
 Darknet (the cifar10 config) on 32x32 at batch 64; a WGAN generator iteration (the lsun
 config) at 64x64 with critic and generator batches of 64; one CycleGAN iteration (the horse2zebra
 config, its 9-block generator) on 128x128 crops of 143x143 images at batch 1. Explicit
@@ -45,6 +47,7 @@ config, its 9-block generator) on 128x128 crops of 143x143 images at batch 1. Ex
 
 import contextlib
 import importlib.util
+import json
 import os
 import platform
 import sys
@@ -54,26 +57,18 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from benchmarks import common
 from experiments.configs import cyclegan as cyclegan_configs
 from experiments.configs import darknet as darknet_configs
 from experiments.configs import wgan as wgan_configs
-from jaxgan import ops, parallel
-from jaxgan.data import unaligned
+from jaxgan import config as config_lib, ops, parallel
+from jaxgan.data import feed, unaligned
 from jaxgan.data.classification import ImageClassificationData
 from jaxgan.train import cyclegan, darknet, wgan
 
-flags.DEFINE_integer("batch", None, "Global batch size (default: the config's).")
-flags.DEFINE_enum("precision", None, ["fp32", "bf16", "fp16"], "Compute precision.")
-flags.DEFINE_integer("steps", 30, "Timed steps after the warm-up, per round.", lower_bound=1)
-flags.DEFINE_integer("rounds", 1, "Time jaxgan and PyTorch in this many alternating rounds "
-                     "of --steps each and report medians (for machines whose speed drifts).",
-                     lower_bound=1)
-flags.DEFINE_string("variant", None, "Config variant (default: the system's main one).")
 flags.DEFINE_boolean("torch", None, "Add PyTorch rows (default: when torch is importable).")
-flags.DEFINE_boolean("cpu_sizes", False, "The lesson's sizes for a CPU, fp32 (see above).")
-flags.DEFINE_boolean("xla_defaults", False, "Compile jaxgan's steps without its CPU compiler "
-                     "options (jaxgan.ops.compiler_options), to see what they change.")
 FLAGS = flags.FLAGS
+STEPS, ROUNDS = 30, 1  # --steps and --rounds when not given
 
 # --cpu_sizes: per system, config fields (dotted for nested ones) set before the flags.
 CPU_SIZES = {
@@ -92,20 +87,10 @@ PEAK_FLOPS_16BIT = {
 
 
 def with_overrides(config, fields: dict | None = None, **named):
-  """Sets config fields, skipping those given as None (flags left unset).
-
-  ``fields`` may name nested fields with dots (``{"data.load_size": 143}``); keyword
-  arguments name top-level ones. ``fields`` are set first.
-  """
-  with config.unlocked():
-    for name, value in [*(fields or {}).items(), *named.items()]:
-      if value is not None:
-        *path, last = name.split(".")
-        target = config
-        for part in path:
-          target = getattr(target, part)
-        setattr(target, last, value)
-  return config
+  """Sets config fields (dotted names for nested ones), skipping those given as None
+  (flags left unset)."""
+  given = {k: v for k, v in [*(fields or {}).items(), *named.items()] if v is not None}
+  return config_lib.override(config, given)
 
 
 def torch_available() -> bool:
@@ -136,41 +121,53 @@ def _timed_compile(fn):
 
 # ----------------------------------------------------------------------------- the setups
 # Each takes a ConfigDict and returns (step(carry) -> carry, carry, images per step,
-# FLOPs per step, compile seconds).
+# FLOPs per step, compile seconds), from the programs training runs.
+
+def _compiled(program, state, inputs):
+  """A `jaxgan.train.loop.Program` lowered and compiled for ``inputs``: (call, FLOPs)."""
+  lowered = program.jitted.lower(state, program.arrays, inputs)
+  compiled = lowered.compile()
+  return (lambda s: compiled(s, program.arrays, inputs)[0]), flops_of(lowered)
+
 
 def darknet_setup(config):
   """A Darknet training step: batch gather, flip/pad/crop, forward, backward, SGD."""
-  size, channels = (28, 1) if config.dataset == "fashion_mnist" else (32, 3)
+  size, channels = (28, 1) if config.data.source == "fashion_mnist" else (32, 3)
   n = config.batch_size * 4
   rng = np.random.default_rng(0)
   data = ImageClassificationData(rng.integers(0, 256, (n, size, size, channels), np.uint8),
                                  rng.integers(0, 10, (n,), np.int32), (0.5,) * channels,
                                  (0.25,) * channels, 10)
-  clf = darknet.Classifier(config, parallel.make_mesh(), data, data)
-  state = clf.init_state()
-  batch = next(clf.batches(0))
-  _, seconds = _timed_compile(lambda: clf.compile(state, batch))
-  step = lambda s: clf.train_step(s, batch)[0]
-  return step, state, config.batch_size, flops_of(clf.lowered_train_step), seconds
+  task, _ = darknet.make_task(config, parallel.make_mesh(), data, data)
+  state = task.init_state()
+  inputs = next(task.batches(0, state)).inputs
+  (step, flops), seconds = _timed_compile(lambda: _compiled(task.step, state, inputs))
+  return step, state, config.batch_size, flops, seconds
 
 
 def wgan_setup(config):
   """A generator iteration: ``critic_iters`` critic steps, then the generator step."""
   wgan.validate_config(config)
   mesh = parallel.make_mesh()
-  trainer = wgan.WGAN(config, mesh)
-  state = trainer.init_state()
-  rng = np.random.default_rng(0)
-  block = jax.device_put(rng.integers(0, 256, trainer.block_shape(config.critic_iters),
-                                      np.uint8), trainer.block_sharding)
-  lowered, seconds = _timed_compile(lambda: trainer.lower(state, block))
-  _, compile_seconds = _timed_compile(lambda: [p.compile() for p in lowered])
-  seconds += compile_seconds  # lowering included, as for the other systems
-  # The critic steps are a scan, whose body XLA's cost analysis counts once (unless
-  # unrolled): count one critic step's program, critic_iters times.
-  one_step = trainer.lower(state, block[:1])[0]
-  flops = config.critic_iters * flops_of(one_step) + flops_of(lowered[1])
-  step = lambda s: trainer.iteration(s, block)[0]
+  programs = wgan.make_programs(config, mesh)  # blocks of decoded images, as streamed
+  state = wgan.initial_state(config, mesh)
+  isize, rng = config.model.isize, np.random.default_rng(0)
+  block = jax.device_put(
+      rng.integers(0, 256, (config.critic_iters, config.batch_size, isize, isize,
+                            config.data.channels), np.uint8),
+      feed.batch_sharding(mesh, batch_axis=1))
+
+  def build():
+    critic, _ = _compiled(programs.critic, state, block)
+    lowered = programs.generator.lower(state)
+    generator = lowered.compile()
+    # XLA's cost analysis counts a scan's body once: count one critic step's program,
+    # critic_iters times.
+    one_step = programs.critic.jitted.lower(state, programs.critic.arrays, block[:1])
+    flops = config.critic_iters * flops_of(one_step) + flops_of(lowered)
+    return (lambda s: generator(critic(s))[0]), flops
+
+  (step, flops), seconds = _timed_compile(build)
   return step, state, config.critic_iters * config.batch_size, flops, seconds
 
 
@@ -185,13 +182,12 @@ def cyclegan_setup(config):
                                 np.uint8)
   domains = unaligned.Domains(*(unaligned.ArraySource(images()) for _ in range(4)),
                               channels=channels, description="random")
-  feed = unaligned.UnalignedFeed(domains, config.batch_size, config.seed, mesh)
-  gan = cyclegan.CycleGAN(config, mesh, feed)
-  state = gan.init_state()
-  batch = next(feed.batches(0))
-  _, seconds = _timed_compile(lambda: gan.compile(state, batch))
-  step = lambda s: gan.train_step(s, batch)[0]
-  return step, state, config.batch_size, flops_of(gan.lowered_train_step), seconds
+  task = cyclegan.make_task(config, mesh, unaligned.make_feed(domains, config.batch_size,
+                                                              config.seed, mesh))
+  state = task.init_state()
+  inputs = next(task.batches(0, state)).inputs
+  (step, flops), seconds = _timed_compile(lambda: _compiled(task.step, state, inputs))
+  return step, state, config.batch_size, flops, seconds
 
 
 SYSTEMS = {
@@ -315,7 +311,7 @@ class TorchStep:
   def __init__(self, name: str, impl: str, config, compiled: bool, device,
                channels_last: bool = True):
     import torch  # pylint: disable=import-outside-toplevel  (optional)
-    from experiments import torch_reference  # pylint: disable=import-outside-toplevel
+    from benchmarks import torch_reference  # pylint: disable=import-outside-toplevel
 
     self.name, self.impl, self.config, self.compiled = name, impl, config, compiled
     cuda = device.type == "cuda"
@@ -367,7 +363,7 @@ def torch_steps(name: str, config, compiled: bool = True) -> list[TorchStep]:
   ``config`` is the one jaxgan's step was built from. A config the PyTorch reference
   does not cover (another model, WGAN-GP) gives none and a note on stderr.
   """
-  from experiments import torch_reference  # pylint: disable=import-outside-toplevel
+  from benchmarks import torch_reference  # pylint: disable=import-outside-toplevel
 
   device = torch_reference.default_device()
   kinds = [("pytorch-eager", False)] + ([("pytorch-compile", True)]
@@ -454,7 +450,7 @@ def cpu_name() -> str:
 def main(argv):
   names = list(SYSTEMS)
   if len(argv) != 2 or argv[1] not in names + ["all"]:
-    raise app.UsageError(f"usage: python -m experiments.benchmark {{{','.join(names)},all}}")
+    raise app.UsageError(f"usage: python -m benchmarks.benchmark {{{','.join(names)},all}}")
   chosen = names if argv[1] == "all" else [argv[1]]
   # One --variant for every system chosen: smoke and fashion_mnist exist for all three.
   variant = FLAGS.variant
@@ -463,10 +459,15 @@ def main(argv):
     raise app.UsageError("--torch needs PyTorch: pip install torch (or drop --torch)")
   if with_torch:
     share_with_torch()
-  print_table([run(name, variant, FLAGS.batch, FLAGS.precision, FLAGS.steps,
-                   CPU_SIZES[name] if FLAGS.cpu_sizes else None, with_torch,
-                   FLAGS.xla_defaults, FLAGS.rounds)
-               for name in chosen])
+  results = [run(name, variant, FLAGS.batch, FLAGS.precision, common.value("steps", STEPS),
+                 CPU_SIZES[name] if FLAGS.cpu_sizes else None, with_torch,
+                 FLAGS.xla_defaults, common.value("rounds", ROUNDS))
+             for name in chosen]
+  print_table(results)
+  if FLAGS.out:
+    with open(FLAGS.out, "a") as f:
+      for result in results:
+        f.write(json.dumps(result) + "\n")
   if FLAGS.cpu_sizes:  # the variant column names the config; say what was changed in it
     print("--cpu_sizes: " + "; ".join(
         f"{name} " + ", ".join(f"{k}={v}" for k, v in CPU_SIZES[name].items())

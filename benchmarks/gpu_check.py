@@ -1,17 +1,18 @@
-r"""Issue 10's GPU check in one run that fits a short loan of a GPU.
+r"""The GPU check: jaxgan's figures on a GPU in one run that fits a short loan of one.
 
-  python -m experiments.gpu_check --results_dir gpu_check --budget_s 450
-  python -m experiments.gpu_check --smoke --notorch   # the mechanics, on any machine
+  python -m benchmarks.gpu_check --out gpu_check --budget_s 450
+  python -m benchmarks.gpu_check --smoke --notorch   # the mechanics, on any machine
 
 First the device's two ceilings, measured: an 8192^3 bf16 matrix product and a
 device-to-device copy. Then ``CASES``, most important first, each through
-``experiments.benchmark.run`` (jaxgan's step, and PyTorch's eager and compiled steps where
+``benchmarks.benchmark.run`` (jaxgan's step, and PyTorch's eager and compiled steps where
 torch is importable). A case whose estimate no longer fits in ``--budget_s`` is skipped
-and said so; a case that fails leaves its traceback in RESULTS_DIR/errors.txt and the rest go on.
-Each result is printed as it finishes and appended to RESULTS_DIR/results.jsonl, so a run cut short
-still leaves what it measured. Last, the whole table and what it means for issue 10's
-targets: the Darknet's 30 CIFAR-10 epochs in step time, the share of the measured bf16
-peak, CycleGAN's 200 horse2zebra epochs in step time, and the ratios to PyTorch.
+and said so; a case that fails leaves its traceback in OUT/errors.txt and the rest go on.
+Each result is printed as it finishes and appended to OUT/results.jsonl, so a run cut
+short still leaves what it measured. Last, the whole table and what it means for the
+GPU targets (docs/gpu.md): the Darknet's 30 CIFAR-10 epochs in step time, the share of
+the measured bf16 peak, CycleGAN's 200 horse2zebra epochs in step time, and the ratios
+to PyTorch.
 """
 
 import contextlib
@@ -24,21 +25,17 @@ import traceback
 
 from absl import app, flags
 
-from experiments import benchmark
+from benchmarks import benchmark, common
 from jaxgan import ops
 
-flags.DEFINE_string("results_dir", "gpu_check",
-                    "Folder for results.jsonl, ceilings.json and errors.txt.")
-flags.DEFINE_float("budget_s", 450.0, "Start no case whose estimate would end past this "
-                   "many seconds after the start.")
 flags.DEFINE_boolean("smoke", False, "Every case at its system's smoke config, fp32, 2 "
                      "steps: checks this script anywhere in a minute or two.")
-flags.DEFINE_list("cases", None, "Only these cases (names from CASES).")
 FLAGS = flags.FLAGS
+OUT, BUDGET_S = "gpu_check", 450.0  # --out (a folder) and --budget_s when not given
 
 CIFAR10_TRAIN_IMAGES = 50_000
 DARKNET_EPOCHS = 30
-HORSE2ZEBRA_EPOCH_ITERATIONS = 1334  # max(|A|, |B|): REFERENCE.md
+HORSE2ZEBRA_EPOCH_ITERATIONS = 1334  # max(|A|, |B|) (docs/lesson.md, "CycleGAN")
 CYCLEGAN_EPOCHS = 200
 
 
@@ -127,7 +124,7 @@ def measure_ceilings(size: int = 8192, copy_gib: float = 2.0, repeats: int = 10,
 
 
 def implications(results: list[dict], ceilings: dict | None) -> list[str]:
-  """Issue 10's GPU targets, read off the results."""
+  """The GPU targets (docs/gpu.md), read off the results."""
   lines = []
   for r in results:
     label = (f"{r.get('case') or r['variant']}: {r['benchmark']} {r['precision']} batch "
@@ -160,7 +157,8 @@ def implications(results: list[dict], ceilings: dict | None) -> list[str]:
 def main(argv):
   del argv
   start = time.perf_counter()
-  os.makedirs(FLAGS.results_dir, exist_ok=True)
+  out, budget_s = common.value("out", OUT), common.value("budget_s", BUDGET_S)
+  os.makedirs(out, exist_ok=True)
   with_torch = benchmark.torch_available()
   if FLAGS.torch is not None:  # benchmark's --torch flag, shared
     with_torch = FLAGS.torch and with_torch
@@ -176,28 +174,28 @@ def main(argv):
   ceilings = None
   if not FLAGS.smoke:
     ceilings = measure_ceilings()
-    with open(os.path.join(FLAGS.results_dir, "ceilings.json"), "w") as f:
+    with open(os.path.join(out, "ceilings.json"), "w") as f:
       json.dump(ceilings, f)
     print(f"ceilings: {ceilings}", flush=True)
   results = []
   for case in cases:
     elapsed = time.perf_counter() - start
-    if elapsed + case.estimate_s > FLAGS.budget_s:
+    if elapsed + case.estimate_s > budget_s:
       print(f"{case.name}: skipped, {elapsed:.0f} s + its ~{case.estimate_s:.0f} s would "
-            f"pass --budget_s {FLAGS.budget_s:.0f}", flush=True)
+            f"pass --budget_s {budget_s:.0f}", flush=True)
       continue
     print(f"{case.name}: starting at {elapsed:.0f} s", flush=True)
     try:
       result = run_case(case, with_torch)
     except Exception:  # pylint: disable=broad-except  (record it; the other cases go on)
-      with open(os.path.join(FLAGS.results_dir, "errors.txt"), "a") as f:
+      with open(os.path.join(out, "errors.txt"), "a") as f:
         f.write(f"== {case.name}\n{traceback.format_exc()}\n")
       print(f"{case.name}: FAILED (see errors.txt): {sys.exc_info()[1]!r}"[:500], flush=True)
       continue
     result["case"] = case.name
     result["seconds"] = time.perf_counter() - start - elapsed
     results.append(result)
-    with open(os.path.join(FLAGS.results_dir, "results.jsonl"), "a") as f:
+    with open(os.path.join(out, "results.jsonl"), "a") as f:
       f.write(json.dumps(result) + "\n")
     benchmark.print_table([named_by_case(result)])
   print(f"\n== all cases, {time.perf_counter() - start:.0f} s", flush=True)

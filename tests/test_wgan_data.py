@@ -1,4 +1,4 @@
-"""GAN image data: Fashion-MNIST padding, and LMDB/folder blocks streamed through grain."""
+"""The WGAN's real images: Fashion-MNIST framing, and LMDB/folder blocks streamed via grain."""
 
 import io
 
@@ -9,13 +9,14 @@ from PIL import Image
 
 from conftest import needs_fashion_mnist
 from jaxgan import parallel
-from jaxgan.data import classification, unlabelled
+from jaxgan.data import classification
+from jaxgan.train import wgan
 
 
 def data_config(**overrides):
   c = ml_collections.ConfigDict(dict(
-      source="folder", path="", fraction=1.0, channels=3, num_workers=0, prefetch=2,
-      data_dir="", cache_dir="", max_images=0))
+      source="folder", path="", fraction=1.0, channels=3, num_workers=0, num_threads=0,
+      prefetch=2, data_dir="", cache_dir="", max_images=0))
   c.update(overrides)
   return c
 
@@ -43,16 +44,16 @@ def lsun_lmdb(tmp_path):
 def test_lsun_lmdb_blocks_skip_a_corrupt_entry_and_resume(lsun_lmdb, tmp_path):
   mesh = parallel.make_mesh()
   config = data_config(source="lsun", path=lsun_lmdb, cache_dir=str(tmp_path / "cache"))
-  data = unlabelled.make_image_data(config, 16, 4, seed=0, mesh=mesh)
+  data = wgan.load_data(config, 16, 4, seed=0, mesh=mesh)
   assert (data.num_images, data.steps_per_epoch) == (10, 2)
-  blocks = list(data.blocks(0, [2, 3]))  # 5 batches of 4 = 20 reads = 2 passes over 10
-  assert [b.shape for b, _ in blocks] == [(2, 4, 16, 16, 3), (3, 4, 16, 16, 3)]
-  assert all(b.dtype == np.uint8 for b, _ in blocks)
-  assert sum(s for _, s in blocks) == data.skipped_total == 2  # the bad entry, once a pass
+  blocks = list(data.feed.batches(0, [2, 3]))  # 5 batches of 4 = 20 reads = 2 passes over 10
+  assert [b.inputs.shape for b in blocks] == [(2, 4, 16, 16, 3), (3, 4, 16, 16, 3)]
+  assert all(b.inputs.dtype == np.uint8 for b in blocks)
+  assert sum(b.skipped for b in blocks) == 2  # the bad entry, once a pass
   # A fresh pipeline started at batch 2 continues with the same images.
-  again = unlabelled.make_image_data(config, 16, 4, seed=0, mesh=mesh)
-  (block, _), = list(again.blocks(2, [3]))
-  np.testing.assert_array_equal(np.asarray(block), np.asarray(blocks[1][0]))
+  again = wgan.load_data(config, 16, 4, seed=0, mesh=mesh)
+  (block,) = list(again.feed.batches(2, [3]))
+  np.testing.assert_array_equal(np.asarray(block.inputs), np.asarray(blocks[1].inputs))
 
 
 def test_worker_processes_deliver_the_same_blocks(tmp_path):
@@ -63,9 +64,9 @@ def test_worker_processes_deliver_the_same_blocks(tmp_path):
   mesh = parallel.make_mesh()
   out = []
   for workers in (0, 2):
-    data = unlabelled.make_image_data(data_config(path=str(root), num_workers=workers), 16, 4,
-                                      seed=1, mesh=mesh)
-    out.append([np.asarray(b) for b, _ in data.blocks(1, [2, 1])])
+    data = wgan.load_data(data_config(path=str(root), num_workers=workers), 16, 4,
+                          seed=1, mesh=mesh)
+    out.append([np.asarray(b.inputs) for b in data.feed.batches(1, [2, 1])])
   for a, b in zip(*out):
     np.testing.assert_array_equal(a, b)
 
@@ -73,38 +74,38 @@ def test_worker_processes_deliver_the_same_blocks(tmp_path):
 def test_missing_lmdb_and_bad_settings_name_the_flag(tmp_path):
   mesh = parallel.make_mesh()
   with pytest.raises(FileNotFoundError, match="--config.data.path"):
-    unlabelled.make_image_data(data_config(source="lsun", path=str(tmp_path / "no_lmdb")),
-                               16, 4, 0, mesh)
+    wgan.load_data(data_config(source="lsun", path=str(tmp_path / "no_lmdb")), 16, 4, 0,
+                   mesh)
   with pytest.raises(ValueError, match="--config.data.fraction"):
-    unlabelled.make_image_data(data_config(path=str(tmp_path), max_images=10), 16, 4, 0, mesh)
+    wgan.load_data(data_config(path=str(tmp_path), max_images=10), 16, 4, 0, mesh)
   with pytest.raises(ValueError, match="--config.data.channels=1"):
-    unlabelled.make_image_data(data_config(source="fashion_mnist"), 32, 4, 0, mesh)
+    wgan.load_data(data_config(source="fashion_mnist"), 32, 4, 0, mesh)
 
 
 def test_fit_fashion_mnist_pads_from_32_up_and_shrinks_the_32_frame_below():
   images = np.full((2, 28, 28, 1), 200, np.uint8)
-  padded = unlabelled.fit_fashion_mnist(images, 36)
+  padded = classification.fit_fashion_mnist(images, 36)
   assert padded.shape == (2, 36, 36, 1) and padded.dtype == np.uint8
   assert padded[:, 4:32, 4:32].min() == 200 and padded[:, :4].max() == 0  # pixels untouched
-  at_32 = unlabelled.fit_fashion_mnist(images, 32)
+  at_32 = classification.fit_fashion_mnist(images, 32)
   np.testing.assert_array_equal(at_32, padded[:, 2:34, 2:34])
-  small = unlabelled.fit_fashion_mnist(images, 16)
+  small = classification.fit_fashion_mnist(images, 16)
   assert small.shape == (2, 16, 16, 1)
   # The 32 frame shrunk: the object keeps 28/32 of the side, so the outer ring stays dark
   # (a resize of the bare 28×28 would fill the whole square).
   assert small[:, 3:13, 3:13].min() >= 195 and small[:, [0, 15]].max() < 20
   with pytest.raises(ValueError, match="larger than the 32×32 frame"):
-    unlabelled.fit_fashion_mnist(np.zeros((1, 40, 40, 1), np.uint8), 16)
+    classification.fit_fashion_mnist(np.zeros((1, 40, 40, 1), np.uint8), 16)
 
 
 @needs_fashion_mnist
 def test_fashion_mnist_is_padded_to_32_and_resized_for_other_sizes():
   original = classification.load_fashion_mnist("train").images[:5]
-  padded = unlabelled.fashion_mnist_images(32, max_images=5)
+  padded = classification.fashion_mnist_images(32, max_images=5)
   assert padded.shape == (5, 32, 32, 1) and padded.dtype == np.uint8
   np.testing.assert_array_equal(padded[:, 2:30, 2:30], original)
   assert padded[:, :2].max() == padded[:, 30:].max() == 0  # black border, like the background
-  small = unlabelled.fashion_mnist_images(16, max_images=5)
+  small = classification.fashion_mnist_images(16, max_images=5)
   assert small.shape == (5, 16, 16, 1)
   # A downscaled image keeps its overall brightness.
   assert abs(small.mean() - padded.mean()) < 3

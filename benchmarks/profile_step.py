@@ -1,11 +1,11 @@
 r"""Where one training step's time goes: a profile of the benchmark's step, summarised.
 
-  python -m experiments.profile_step cyclegan --precision bf16 [--steps 3] [--top 25]
-  python -m experiments.profile_step wgan --variant smoke --trace_dir /tmp/trace
+  python -m benchmarks.profile_step cyclegan --precision bf16 [--steps 3] [--top 25]
+  python -m benchmarks.profile_step wgan --variant smoke --out /tmp/trace
 
-Builds the same step as ``experiments.benchmark`` (config, sizes and flags alike), warms
-it up, records ``--steps`` steps with ``jax.profiler`` (a Perfetto trace, kept in
-``--trace_dir`` for a closer look) and prints, for each device (on a CPU: the host's
+Builds the same step as ``benchmarks.benchmark`` (config, sizes and flags alike), warms
+it up, records ``--steps`` steps with ``jax.profiler`` (a Perfetto trace, kept in the
+folder ``--out`` for a closer look) and prints, for each device (on a CPU: the host's
 XLA ops), the time per step, the ops or kernels that took most of it,
 and the same grouped by kind (the name without its numeric suffix: all ``fusion.N`` as
 one). Read it next to the benchmark's table: a step far from the device's peak shows here
@@ -23,11 +23,11 @@ import time
 import jax
 from absl import app, flags
 
-from experiments import benchmark
+from benchmarks import benchmark, common
 
-flags.DEFINE_string("trace_dir", None, "Keep the trace here (default: a temporary folder).")
 flags.DEFINE_integer("top", 25, "Rows per table.", lower_bound=1)
 FLAGS = flags.FLAGS
+STEPS = 3  # --steps when not given
 
 
 def kind_of(name: str) -> str:
@@ -72,25 +72,26 @@ def summarise(trace_file: str, steps: int, top: int) -> list[str]:
 def main(argv):
   names = list(benchmark.SYSTEMS)
   if len(argv) != 2 or argv[1] not in names:
-    raise app.UsageError(f"usage: python -m experiments.profile_step {{{','.join(names)}}}")
+    raise app.UsageError(f"usage: python -m benchmarks.profile_step {{{','.join(names)}}}")
   name = argv[1]
   variant = FLAGS.variant or benchmark.SYSTEMS[name][1]
   config, (step, carry, *_) = benchmark.build(
       name, variant, FLAGS.batch, FLAGS.precision,
       benchmark.CPU_SIZES[name] if FLAGS.cpu_sizes else None, FLAGS.xla_defaults)
-  trace_dir = FLAGS.trace_dir or tempfile.mkdtemp(prefix="jaxgan_trace_")
+  trace_dir = FLAGS.out or tempfile.mkdtemp(prefix="jaxgan_trace_")
+  steps = common.value("steps", STEPS)
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
     start = time.perf_counter()
-    for _ in range(FLAGS.steps):
+    for _ in range(steps):
       carry = step(carry)
     jax.block_until_ready(carry)
-    wall = (time.perf_counter() - start) / FLAGS.steps
+    wall = (time.perf_counter() - start) / steps
   (trace_file,) = sorted(glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz",
                                    recursive=True))[-1:]
-  print(f"{name} {variant}, {config.precision}, {FLAGS.steps} steps on "
+  print(f"{name} {variant}, {config.precision}, {steps} steps on "
         f"{jax.devices()[0].device_kind}, {1e3 * wall:.2f} ms a step while traced; "
         f"trace: {trace_file}")
-  print("\n".join(summarise(trace_file, FLAGS.steps, FLAGS.top)), flush=True)
+  print("\n".join(summarise(trace_file, steps, FLAGS.top)), flush=True)
 
 
 if __name__ == "__main__":

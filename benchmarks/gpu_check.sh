@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Issue 10's GPU check for a session that is lent a GPU (H100/H200), in one command that
-# ends within BUDGET_S (450) + ~2 minutes (the last case's overrun, imports, pip): experiments/gpu_check.py (the device's ceilings, then the
+# The GPU check (docs/gpu.md) on a GPU machine (H100/H200), in one command that ends
+# within BUDGET_S (450) + ~2 minutes (the last case's overrun, imports, pip):
+# benchmarks/gpu_check.py (the device's ceilings, then the
 # three systems at the lesson's sizes in bf16, the Darknet at batch 512 in bf16 and fp16,
 # fast.ai's DAWNBench WRN-22; PyTorch AMP eager and compiled beside them where torch is
 # importable), most important first, within BUDGET_S seconds.
@@ -8,7 +9,7 @@
 # case failed, errors.txt into ${OUT:-gpu_check}/. Arguments go to gpu_check.py (try
 # `--smoke --notorch` on any machine).
 # Where ml_collections is missing (the lent machines' image), carry it as a wheel in .whl/
-# (README "GPU"): this script installs what .whl/ holds first.
+# (docs/gpu.md): this script installs what .whl/ holds first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check}"
@@ -25,7 +26,7 @@ python3 -c "import jax, sys; print(sys.version, jax.__version__, jax.devices())"
   >> "$out/gpu.txt" 2>&1
 cat "$out/gpu.txt"
 # The driver skips cases that would not fit in the budget; the timeout is a backstop.
-timeout $((budget + 90)) python3 -m experiments.gpu_check --results_dir "$out" --budget_s "$budget" "$@" \
+timeout $((budget + 90)) python3 -m benchmarks.gpu_check --out "$out" --budget_s "$budget" "$@" \
   2> "$out/stderr.txt" | tee "$out/log.txt"
 echo "exit status: ${PIPESTATUS[0]}"
 tail -c 8000000 "$out/stderr.txt" > "$out/stderr.tmp" && mv "$out/stderr.tmp" "$out/stderr.txt"

@@ -1,7 +1,7 @@
-r"""Which convolutions of jaxgan's networks XLA:CPU runs slowly, and what helps (issue 10).
+r"""Which convolutions of jaxgan's networks XLA:CPU runs slowly, and what helps.
 
-  python -m experiments.conv_survey [--systems darknet,gen64] [--variants lax,routed]
-      [--budget 1.5] [--json out.json]
+  python -m benchmarks.conv_survey [--cases darknet,gen64] [--formulations lax,routed]
+      [--budget_s 1.5] [--out rows.json]
 
 Traces each network's training forward pass, collects its distinct convolutions exactly as
 Flax emits them (transposed convs included: lhs dilation, flipped kernel), and times each
@@ -40,16 +40,13 @@ import numpy as np
 from absl import app, flags
 from jax import lax
 
+from benchmarks import common
 from jaxgan import models, ops
 
-flags.DEFINE_list("systems", None, "Subset of SYSTEMS (default: all).")
-flags.DEFINE_list("variants", ["lax", "patches", "routed"],
-                  "Formulations to time.")
-flags.DEFINE_float("budget", 1.5, "Seconds of timed runs per convolution (at least 3 "
-                   "rounds unless one round takes more than 4 budgets).")
-flags.DEFINE_string("json", None, "Also write the rows here.")
-flags.DEFINE_boolean("xla_defaults", False, "Compile without jaxgan's XLA options.")
 FLAGS = flags.FLAGS
+# --formulations and --budget_s (seconds of timed runs per convolution: at least 3 rounds
+# unless one round takes more than 4 budgets) when not given.
+FORMULATIONS, BUDGET_S = ("lax", "patches", "routed"), 1.5
 
 
 def _darknet(num_blocks, nf, batch, size, channels):
@@ -90,7 +87,7 @@ SYSTEMS = {
                  functools.partial(_critic, 32, 1, 24, 0, 64)),
     "gen32": ("DCGAN generator 32x32 nc 1 ngf 24 (wgan.py:fashion_mnist), batch 64",
               functools.partial(_generator, 32, 100, 1, 24, 0, 64)),
-    "critic32_ndf64": ("DCGAN critic 32x32 nc 1 ndf 64 (issue 10's scan case), batch 64",
+    "critic32_ndf64": ("DCGAN critic 32x32 nc 1 ndf 64 (the critic scan's case), batch 64",
                        functools.partial(_critic, 32, 1, 64, 0, 64)),
     "cyc_gen128": ("CycleGAN ResNet generator ngf 64, 6 blocks, 128x128, batch 1",
                    functools.partial(_cyclegan, True, 128, 3, 64, 6)),
@@ -263,12 +260,12 @@ def time_conv(conv: Conv, variants, budget: float):
 
 def main(argv):
   del argv
-  systems = FLAGS.systems or list(SYSTEMS)
   with ops.xla_defaults() if FLAGS.xla_defaults else contextlib.nullcontext():
-    survey(systems)
+    survey(FLAGS.cases or list(SYSTEMS), common.value("formulations", FORMULATIONS),
+           common.value("budget_s", BUDGET_S))
 
 
-def survey(systems):
+def survey(systems, formulations, budget_s):
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
         f"{os.cpu_count()} CPUs, load {os.getloadavg()}, "
         f"XLA options {ops.compiler_options() or 'defaults'}", flush=True)
@@ -277,13 +274,13 @@ def survey(systems):
     title, build = SYSTEMS[system]
     counts = collect_convs(*build())
     print(f"\n## {system}: {title} ({sum(counts.values())} convs, {len(counts)} distinct)")
-    head = " | ".join(f"{v} fwd / f+b" for v in FLAGS.variants)
+    head = " | ".join(f"{v} fwd / f+b" for v in formulations)
     print(f"| conv | n | slow fwd, f+b | route | GFLOP | {head} |  (GFLOP/s; f+b counts 3x fwd)")
     for conv, n in counts.items():
-      best, slow = time_conv(conv, FLAGS.variants, FLAGS.budget)
+      best, slow = time_conv(conv, formulations, budget_s)
       flops = useful_flops(conv)
       rates = {v: (flops / t[0] / 1e9, 3 * flops / t[1] / 1e9) for v, t in best.items()}
-      cells = " | ".join(f"{rates[v][0]:.1f} / {rates[v][1]:.1f}" for v in FLAGS.variants)
+      cells = " | ".join(f"{rates[v][0]:.1f} / {rates[v][1]:.1f}" for v in formulations)
       slow_txt = f"{slow[0][0]}/{slow[0][1]}, {slow[1][0]}/{slow[1][1]}" if slow else "-"
       route = ops.route(conv.lhs, conv.rhs, **dict(conv.params), backend="cpu")
       print(f"| {describe(conv)} | {n} | {slow_txt} | {route} | {flops / 1e9:.3f} | {cells} |",
@@ -292,12 +289,12 @@ def survey(systems):
                        seconds=best, route=route, load=os.getloadavg()[0]))
     totals = {v: (sum(r["count"] * r["seconds"][v][0] for r in rows if r["system"] == system),
                   sum(r["count"] * r["seconds"][v][1] for r in rows if r["system"] == system))
-              for v in FLAGS.variants}
+              for v in formulations}
     print("sum over the network's convs, ms fwd / f+b: " + ", ".join(
         f"{v} {t[0] * 1e3:.0f} / {t[1] * 1e3:.0f}" for v, t in totals.items()),
           f"(load {os.getloadavg()[0]:.2f})", flush=True)
-  if FLAGS.json:
-    with open(FLAGS.json, "w") as f:
+  if FLAGS.out:
+    with open(FLAGS.out, "w") as f:
       json.dump(rows, f, indent=1, default=str)
 
 

@@ -1,10 +1,10 @@
 """PyTorch versions of jaxgan's three training steps: the benchmark's side-by-side rows.
 
 Benchmark code, not part of the library, and the only place in the project that imports
-torch at module level: ``experiments.benchmark`` imports this module lazily, and only when
-torch is installed (it is never a requirement). The networks are written from
-``REFERENCE.md`` as a PyTorch user of the lesson would write them, so that "jaxgan vs
-PyTorch" compares the same work, layer for layer:
+torch at module level: ``benchmarks.benchmark`` imports this module lazily, and only when
+torch is installed (it is never a requirement). The networks are written from the lesson
+and the original repositories (docs/lesson.md) as a PyTorch user of the lesson would
+write them, so that "jaxgan vs PyTorch" compares the same work, layer for layer:
 
 * ``Darknet`` (31,410,922 parameters), its step: gather a batch from uint8 images held on
   the device, random flip + pad 4 + random crop there (as jaxgan does), cross-entropy,
@@ -368,7 +368,7 @@ def darknet_torch_step(config, compile: bool = False, device=None,  # pylint: di
   if config.model.name != "darknet":
     raise NotImplementedError(f"no PyTorch version of model {config.model.name!r}")
   device, channels_last = _options(device, channels_last)
-  size, channels = (28, 1) if config.dataset == "fashion_mnist" else (32, 3)
+  size, channels = (28, 1) if config.data.source == "fashion_mnist" else (32, 3)
   batch = config.batch_size
   # As jaxgan's benchmark: four batches of images on the device, a fixed batch of indices
   # gathered inside every step.
@@ -502,7 +502,7 @@ def cyclegan_torch_step(config, compile: bool = False, device=None,  # pylint: d
   g_a, g_b, d_a, d_b = (nets[k][1] for k in ("G_A", "G_B", "D_A", "D_B"))
   discriminators = [nets["D_A"][0], nets["D_B"][0]]
   params = lambda *names: [p for k in names for p in nets[k][0].parameters()]
-  adam = lambda p: torch.optim.Adam(p, lr=config.lr, betas=(config.b1, config.b2))
+  adam = lambda p: torch.optim.Adam(p, lr=config.lr, betas=(config.adam_b1, config.adam_b2))
   opt_g, opt_d = adam(params("G_A", "G_B")), adam(params("D_A", "D_B"))
   domain_a = _Images(_random_uint8((batch, d.load_size, d.load_size, nc), config.seed), device,
                      config.seed, channels_last)
