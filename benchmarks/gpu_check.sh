@@ -8,7 +8,8 @@
 # Writes gpu.txt, log.txt (the tables), stderr.txt, ceilings.json, results.jsonl and, if a
 # case failed, errors.txt into ${OUT:-gpu_check}/. Arguments go to gpu_check.py (try
 # `--smoke --notorch` on any machine).
-# Where ml_collections is missing (the lent machines' image), carry it as a wheel in .whl/
+# Where ml_collections is missing (as on the H200 machine of docs/gpu.md), carry it as a
+# wheel in .whl/
 # (docs/gpu.md): this script installs what .whl/ holds first.
 set -uo pipefail
 cd "$(dirname "$0")/.."

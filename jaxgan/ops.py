@@ -1,4 +1,4 @@
-"""A convolution that steps around XLA's slow cases on CPUs and GPUs (issue 10).
+"""A convolution that steps around XLA's slow cases on CPUs and GPUs.
 
 ``conv_general_dilated`` is a drop-in for ``lax.conv_general_dilated``. On the CPU
 backend it reformulates the convolutions XLA:CPU runs badly (``route`` says which, and

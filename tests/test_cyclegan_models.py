@@ -1,4 +1,4 @@
-"""Tests for the CycleGAN networks (REFERENCE §3 and §4).
+"""Tests for the CycleGAN networks (docs/lesson.md, "CycleGAN" and "PyTorch → Flax").
 
 Full-width networks are only traced (``jax.eval_shape``); real forward passes use ngf=8 so
 the file runs in seconds on a CPU.
@@ -196,7 +196,7 @@ def test_reflect_pad_matches_pytorch_reflection():
 
 def test_conv_transpose_padding_rule():
   assert torch_conv_transpose_padding(3, 1, 1) == ((1, 2), (1, 2))
-  assert torch_conv_transpose_padding(4, 1) == ((2, 2), (2, 2))  # REFERENCE §4, DCGAN k4 s2 p1
+  assert torch_conv_transpose_padding(4, 1) == ((2, 2), (2, 2))  # DCGAN k4 s2 p1 (docs/lesson.md)
   assert torch_conv_transpose_padding(4, 0) == ((3, 3), (3, 3))
 
 

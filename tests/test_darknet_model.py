@@ -29,7 +29,7 @@ def darknet_count(num_blocks, nf, num_classes=10, in_ch=3, ratio=0.5):
 def test_parameter_count_equals_pytorch():
   assert count_params(init_shapes(Darknet(), (1, 32, 32, 3))["params"]) == 31_410_922
   assert count_params(init_shapes(Darknet(nf=16), (1, 32, 32, 3))["params"]) == 7_862_138
-  assert darknet_count((1, 2, 4, 6, 3), 32) == 31_410_922  # the formula agrees with REFERENCE
+  assert darknet_count((1, 2, 4, 6, 3), 32) == 31_410_922  # the formula agrees with the lesson's count
 
 
 def test_wide_knobs_change_the_count_as_the_formula_says():

@@ -4,13 +4,8 @@ Variants:
   horse2zebra    The paper's settings: ResNet generator ngf=64 with 9 blocks, 70×70 PatchGAN
                  ndf=64, load 286 → random crop 256 + flip, batch 1, Adam 2e-4 (β 0.5,
                  0.999), 100 epochs constant + 100 decaying to zero, pool 50, λ_A = λ_B =
-                 10, identity 0.5, bf16 compute. Needs tfds ``cycle_gan/horse2zebra``
-                 (`tfds build cycle_gan/horse2zebra --file_format=array_record` where
-                 TensorFlow is installed). Reference: 1-2 days on a GTX 1080. On one
-                 NVIDIA H200, jax 0.11.2 (docs/gpu.md): 51.9 ms an iteration, 2.1x
-                 PyTorch AMP eager, 3.85 h of step time for the 200 epochs, measured
-                 before convs with 3 channels got zero channels to 8 on GPUs (their
-                 cuDNN kernels took 32 of the 52 ms; the gain is not yet measured).
+                 10, identity 0.5, bf16 compute. Reads tfds ``cycle_gan/horse2zebra``
+                 (README, "CycleGAN").
   folder         The same on the reference's folder layout:
                  ``--config.data.path=DIR`` with DIR/trainA, trainB, testA, testB.
   fashion_mnist  A CPU-sized real task: Fashion-MNIST sneakers (A) ↔ ankle boots (B), A
@@ -23,19 +18,16 @@ Variants:
                  (runs/darknet_fmnist: train it first, or set --config.eval.judge=).
   smoke          Tiny, for tests.
 
+The reference's flags map to fields as docs/lesson.md ("CycleGAN") lists: --n_epochs and
+--n_epochs_decay keep their names; --beta1 is adam_b1.
+
 Commands:
   python -m experiments.cyclegan --config experiments/configs/cyclegan.py:fashion_mnist \
       --workdir runs/cyclegan_fmnist
   python -m experiments.translate --workdir runs/cyclegan_fmnist --direction AtoB \
       --input IN_DIR --output OUT_DIR
 
-Measured (fashion_mnist, the command above, on this project's 2-core CPU machine, load
-average 1-2, no GPU, jax 0.10.2): about 14 min wall in all (17 s compile, 828 s of training and
-evaluation at about 24 iterations/s). Final losses D_A 0.21, G_A 0.34, cycle_A 0.76, idt_A
-0.31, D_B 0.21, G_B 0.37, cycle_B 0.83, idt_B 0.29. Judged at the end: sneaker -> boot FD
-0.40 (floor 0.014, ceiling 25.3), translation rate 0.94 (real boots 0.96); boot -> sneaker
-FD 0.20 (floor 0.006, ceiling 23.3), translation rate 0.89 (real sneakers 0.97); the six
-evaluations took 59 s (7.1%). README: "Measured: CycleGAN sneaker <-> ankle boot".
+Measured results: docs/results.md ("CycleGAN"); speed: docs/gpu.md, docs/results.md.
 """
 
 import ml_collections

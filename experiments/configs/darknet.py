@@ -3,37 +3,25 @@
 Variants:
   cifar10        The lesson's recipe: Darknet([1, 2, 4, 6, 3], nf=32), batch 256, SGD with
                  momentum, lr 1.3, wd 1e-4, 30 epochs as one cycle with
-                 use_clr_beta=(20, 20, 0.95, 0.85), bf16 compute (the lesson used fp32 on
-                 one GPU; fp16 was its 8-GPU DAWNBench run). Lesson: 94.27% after 30 epochs.
-                 Needs the tfds ``cifar10`` data set (see README). Accuracy not yet
-                 measured (no data set on the lent GPU). Speed on one NVIDIA H200, jax
-                 0.11.2 (docs/gpu.md): 35,800 images/s at this batch (30 epochs in 41.9 s
-                 of step time); at ``--config.batch_size=512`` 78,240 images/s (19.2 s),
-                 3.6x PyTorch AMP eager and 4.5x torch.compile on the same GPU.
-  dawnbench      fast.ai's DAWNBench recipe: wrn_22, fp16 with dynamic loss scaling starting
-                 at 512 (they used a static 512), wd 2e-4, use_clr_beta=(50, 15, 0.95, 0.85),
-                 global batch 1024 (128 per GPU on 8 V100s). Their result: 94.03% in 2:54.
-                 max_lr and epochs are not in REFERENCE: ours (1.3, 30) are a starting point.
-  fashion_mnist  A real run sized for 5 minutes on a 2-core CPU: Darknet([1, 1, 1, 1],
-                 nf=8) (209,298 params) on Fashion-MNIST (Debian's dataset-fashion-mnist),
-                 batch 32, lr 0.15, 4 epochs as one cycle, flips but no random crop,
-                 fp32. Measured on the project's 2-core Intel Xeon VM (no GPU), nothing
-                 else of ours running, jax 0.10.2: 92.21% test accuracy after 4 epochs
-                 (92.19% in a run before jaxgan.ops.compiler_options; 92.18% after
-                 kernel gradients went back to XLA's conv). Training time depends on
-                 the hour on that VM: a whole run took 189.7 s of training (92.18%,
-                 3 min 20 s in all) at 1,268-1,336 images/s in a fast hour, 379-418 s
-                 at 450-830 images/s in slow ones. After jaxgan.models.layers.BatchNorm
-                 (1.08x this step, in-process A/B) and the tiny-map routing change:
-                 92.16% in 325.2 s at 611-956 images/s, in an hour when the step
-                 gauged at 846 images/s.
-                 (The previous quick start, Darknet([1, 1, 1], nf=8), batch 128,
-                 crop and flips, 8 epochs: 90.50% in 655.5 s.)
+                 use_clr_beta=(20, 20, 0.95, 0.85), bf16 compute (the lesson trained in
+                 fp32 on one GPU). Reads the tfds ``cifar10`` data set (README, "Darknet").
+  dawnbench      fast.ai's DAWNBench recipe: wrn_22, fp16 with dynamic loss scaling
+                 starting at 512 (they used a static 512), wd 2e-4,
+                 use_clr_beta=(50, 15, 0.95, 0.85), global batch 1024 (128 per GPU on 8
+                 V100s). max_lr and num_epochs (1.3, 30) are jaxgan's starting point: the
+                 entry's are not published with it.
+  fashion_mnist  The quick start, sized for minutes on a 2-core CPU: Darknet([1, 1, 1, 1],
+                 nf=8) (209,298 parameters) on Fashion-MNIST (Debian's
+                 dataset-fashion-mnist), batch 32, lr 0.15, 4 epochs as one cycle, flips
+                 but no random crop, fp32. It is also the judge of the Fashion-MNIST GANs.
   smoke          Tiny, for tests and a first try: 64 Fashion-MNIST images, runs offline.
 
-Command:
-  python -m experiments.darknet --config experiments/configs/darknet.py:fashion_mnist \\
+Commands:
+  python -m experiments.darknet --config experiments/configs/darknet.py:fashion_mnist \
       --workdir runs/darknet_fmnist
+  python -m experiments.darknet --mode eval --workdir runs/darknet_fmnist [--tta]
+
+Measured results: docs/results.md ("Darknet"); speed: docs/gpu.md, docs/results.md.
 """
 
 import ml_collections
@@ -92,11 +80,11 @@ def get_config(variant: str = "cifar10") -> ml_collections.ConfigDict:
     c.initial_loss_scale = 512.0
   elif variant == "fashion_mnist":
     c.data.source = "fashion_mnist"
-    # Sized for 5 minutes on a 2-core CPU: a fourth group (64 -> 128 channels on 4x4 maps)
-    # quadruples the parameters for ~20% more time per image, because this small net's
-    # time goes to its 28x28 and 14x14 maps, not to its multiply-adds. Batch 32 keeps those
-    # maps in the CPU's caches (1,250 images/s against 910 at batch 128). With 4 epochs
-    # the random crop only slowed learning; the flips stay.
+    # Sized for minutes on a 2-core CPU (docs/results.md, "How the quick start got
+    # there"): a fourth group (64 -> 128 channels on 4x4 maps) costs little time, since
+    # this small net's time goes to its 28x28 and 14x14 maps; batch 32 keeps those maps
+    # in the CPU's caches; with 4 epochs the random crop only slowed learning, the flips
+    # stay.
     c.model.num_blocks = (1, 1, 1, 1)
     c.model.nf = 8
     c.batch_size = 32

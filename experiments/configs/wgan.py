@@ -1,8 +1,7 @@
-r"""WGAN (lesson 12) configs: ``--config experiments/configs/wgan.py:VARIANT[,gp]``.
+r"""WGAN (lesson 12) configs: ``--config experiments/configs/wgan.py:VARIANT[,gp][,paper]``.
 
 Variants:
-  lsun           The lesson's run: LSUN bedrooms from the LMDB (the whole set, as the run
-                 shown in the lesson, 18,957 batches of 128 per epoch), 64x64, nz 100,
+  lsun           The lesson's run: LSUN bedrooms from the LMDB, 64x64, nz 100,
                  ngf = ndf = 64, one extra layer, RMSProp lr 1e-4 for both nets, clip
                  0.01. Each critic step sees 128 real and 128 fake images (the loader's
                  bs=128); the generator step uses bs = 64. Both passes are
@@ -10,46 +9,35 @@ Variants:
                  1000, ... of each pass, else 5; the pass ends where the epoch does,
                  mid-burst if need be. Then one more pass at lr/10 with fresh optimizers.
                  bf16 compute. Images are resized straight to 64 (the lesson read at 128,
-                 then resized to 64). Quality not measured (no LSUN on the lent GPU).
-                 Speed on one NVIDIA H200, jax 0.11.2 (docs/gpu.md): 12.67 ms a generator
-                 iteration (5 critic steps + 1 generator step), 6.3x PyTorch AMP eager.
-  ,paper         Modifier: the WGAN paper's schedule instead (100 critic steps while the
-                 generator iterations of the whole run are under 25, once per run, and at
-                 every 500th; batch 64 for both steps).
+                 then resized to 64); the whole set is trained on (docs/lesson.md).
   folder         As ``lsun`` on any folder of images (searched recursively):
                  ``--config.data.path=/path/to/images``.
   fashion_mnist  Sized for a 2-core CPU: Fashion-MNIST padded to 32x32, 1 channel, held in
                  memory; ngf = ndf = 24, no extra layer, batch 64, RMSProp lr 5e-4 for
                  both nets (the lesson's 1e-4 is too slow for a 15-minute budget), 2500
                  generator iterations of 5 critic steps (25 while gen_iters < 25 and at
-                 every 500th: the paper's schedule); fp32. Judged every 500 iterations on 2,000 samples by the
-                 Fashion-MNIST Darknet (runs/darknet_fmnist: train it first, or set
-                 --config.eval.judge=). Measured: see below.
+                 every 500th: the paper's schedule); fp32. Judged every 500 iterations on
+                 2,000 samples by the Fashion-MNIST Darknet (runs/darknet_fmnist: train it
+                 first, or set --config.eval.judge=).
   smoke          Tiny (isize 16, width 8, a few iterations on 256 Fashion-MNIST images),
                  for tests.
 
-``,gp`` switches any variant to the improved WGAN: gradient penalty (lambda 10) instead of
-clipping, Adam(1e-4, b1 0.5, b2 0.9), LayerNorm in the critic, 5 critic steps throughout.
+Modifiers:
+  ,gp            The improved WGAN: gradient penalty (lambda 10) instead of clipping,
+                 Adam(1e-4, b1 0.5, b2 0.9), LayerNorm in the critic, 5 critic steps
+                 throughout.
+  ,paper         The WGAN paper's schedule: 100 critic steps while the run's generator
+                 iterations are under 25 (once per run) and at every 500th; batch 64 for
+                 both steps.
 
 Commands:
-  python -m experiments.wgan --config experiments/configs/wgan.py:lsun \
-      --config.data.path=/data/lsun/bedroom_train_lmdb --workdir runs/wgan_lsun
   python -m experiments.wgan --config experiments/configs/wgan.py:fashion_mnist \
       --workdir runs/wgan_fmnist
+  python -m experiments.wgan --config experiments/configs/wgan.py:lsun \
+      --config.data.path=/data/lsun/bedroom_train_lmdb --workdir runs/wgan_lsun
   python -m experiments.sample --workdir runs/wgan_fmnist --num 64 --out grid.png
 
-Measured (fashion_mnist) on a 2-core x86 CPU shared with other jobs (load average 2-3.5),
-jax 0.10.2: 2500 generator iterations (13,080 real batches, 14 epochs) in 846 s of
-training, 14.3 min for the whole command; 3.0 generator iterations/s. Galleries show
-recognisable shirts, pullovers, trousers, sneakers, boots and bags from about iteration
-1000 (6 min) on; samples/gen_002500.png is the end. Final Loss_D -0.008 (the lesson's
-sign: critic(real) - critic(fake)).
-Judged at 1,000 iterations (README, "Measured: clipping, gradient penalty and resize+conv"):
-FD 3.48 (this config), 5.59 (``,gp``), 2.85 (``--config.model.upsample=nearest``) against a
-held-out floor of 0.017 and a noise ceiling of 15.0.
-Speed on a CPU: the lsun config's generator iteration at ``benchmark --cpu_sizes`` (64x64,
-batch 64, fp32) ran at 1.03x PyTorch eager (0.90-1.12 per round) on the project's 2-core
-Xeon VM, after the tiny-map routing change and jaxgan.models.layers.BatchNorm (README).
+Measured results: docs/results.md ("WGAN"); speed: docs/gpu.md, docs/results.md.
 """
 
 import ml_collections

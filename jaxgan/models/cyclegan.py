@@ -4,7 +4,7 @@ Both follow the reference implementation (junyanz/pytorch-CycleGAN-and-pix2pix) 
 layer, in NHWC. Parameter counts match PyTorch's: 11,378,179 for the default generator and
 2,764,737 for the default discriminator.
 
-PyTorch → Flax details that matter for matching values (REFERENCE §4):
+PyTorch → Flax details that matter for matching values (docs/lesson.md, "PyTorch → Flax"):
 
 * ``ReflectionPad2d(p)`` + conv is :func:`reflect_pad` followed by a ``'VALID'`` conv.
 * ``InstanceNorm2d()`` has no affine parameters and eps 1e-5 (Flax's default is 1e-6).

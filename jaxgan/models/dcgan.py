@@ -97,7 +97,7 @@ class _UpConv(nn.Module):
                      kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype,
                      name="conv")(x)
     # With transpose_kernel=True, Flax padding (k-1-p, k-1-p) reproduces PyTorch's
-    # ConvTranspose2d(k, s, p) exactly, values and shape (REFERENCE section 4).
+    # ConvTranspose2d(k, s, p) exactly, values and shape (docs/lesson.md, "PyTorch → Flax").
     k, q = self.kernel_size, self.kernel_size - 1 - self.padding
     return layers.ConvTranspose(self.features, (k, k), strides=(self.stride, self.stride),
                             padding=((q, q), (q, q)), use_bias=False, transpose_kernel=True,
