@@ -15,6 +15,7 @@ judged per direction on its test split. For two folders, the real folder is spli
 two halves: one is the reference, the other the floor.
 """
 
+import functools
 import json
 import os
 
@@ -63,7 +64,7 @@ def evaluate_cyclegan(workdir: str, judge: judges.Judge, num: int,
   run = runs.restore(workdir, "cyclegan", step=step)
   judged = judged_runs.CycleGANJudge(run.config, unaligned.load_domains(run.config.data),
                                      judge, num)
-  return judged.score(cyclegan.translator(run.config, run.state.g_params))
+  return judged.score(functools.partial(cyclegan.translator(run.config), run.state.g_params))
 
 
 def evaluate_folders(real_dir: str, fake_dir: str, judge: judges.Judge, size: int,

@@ -483,14 +483,15 @@ def sample_grid(grid_fn, g_params, images_a, images_b) -> np.ndarray:
   return image_io.make_grid(np.stack(rows), ncol=3)
 
 
-def translator(config, g_params, batch_size: int = 50):
-  """``translate(direction, uint8 images) -> (uint8 translations, mean cycle error)``:
-  what the judge (`jaxgan.evaluation.runs.CycleGANJudge`) scores, compiled once."""
+def translator(config, batch_size: int = 50):
+  """``translate(g_params, direction, uint8 images) -> (uint8 translations, mean cycle
+  error)``: what the judge (`jaxgan.evaluation.runs.CycleGANJudge`) scores, with the
+  parameters bound. Compiled once, for every evaluation of a run."""
   generator, _ = build_models(config)
   programs = {d: ops.jit(functools.partial(cycle, generator=generator, names=names))
               for d, names in DIRECTIONS.items()}
 
-  def translate(direction: str, images: np.ndarray):
+  def translate(g_params, direction: str, images: np.ndarray):
     fakes, errors = [], []
     for i in range(0, len(images), batch_size):
       fake, err = jax.device_get(programs[direction](g_params, images[i:i + batch_size]))
@@ -542,9 +543,11 @@ def samples_hook(workdir: str, config, test_pairs):
 def evaluation_hook(config, judge: judged_runs.CycleGANJudge):
   """A loop hook: both directions of the test split scored by ``judge``: FD, KID, ...,
   translation rate, cycle error."""
+  translate = translator(config)
+
   def evaluate(state, step, record):  # pylint: disable=unused-argument
     clock = loop.Stopwatch()
-    scores = judge.score(translator(config, state.g_params))
+    scores = judge.score(functools.partial(translate, state.g_params))
     out = {"eval_seconds": clock.elapsed()}
     for direction, s in scores.items():
       logging.info("step %d, %s judged by %s:\n%s", step, direction, config.eval.judge,
