@@ -28,7 +28,6 @@ import dataclasses
 import os
 from typing import Any, NamedTuple
 
-import jax
 import numpy as np
 from absl import flags, logging
 from PIL import Image
