@@ -126,8 +126,8 @@ def test_wide_block_scales_the_residual_branch_by_0_2(features, stride):
   if "Conv_2" in p:  # width or stride changes: 1×1 conv shortcut, created first
     shortcut = _conv(activated, p["Conv_0"]["kernel"], stride, 0)
     c1, c2 = p["Conv_1"]["kernel"], p["Conv_2"]["kernel"]
-  else:
-    shortcut = x
+  else:  # fastai's noop shortcut: the activated input, not the raw one
+    shortcut = activated
     c1, c2 = p["Conv_0"]["kernel"], p["Conv_1"]["kernel"]
   y = jax.nn.relu(_bn(_conv(activated, c1, stride, 1), p["BatchNorm_1"], s["BatchNorm_1"]))
   branch = _conv(y, c2, 1, 1)
@@ -138,3 +138,21 @@ def test_wide_block_scales_the_residual_branch_by_0_2(features, stride):
   plain = WideBasicBlock(features, stride, residual_scale=1.0).apply(variables, x, train=False)
   np.testing.assert_allclose(plain, shortcut + branch, rtol=1e-5, atol=1e-5)
   assert not np.allclose(got, plain, atol=1e-3)  # the scale is not a no-op
+
+
+def test_wide_block_identity_shortcut_carries_the_activated_input_as_fastai_does():
+  # Hand-set weights: BatchNorm the identity, both 3x3 convs zero, so the residual branch
+  # is 0 and the block returns its shortcut. fastai's BasicBlock adds x2 = relu(bn(x)):
+  # here relu(x). Adding the raw x instead would return x, negatives included.
+  block = WideBasicBlock(4, 1)
+  x = jnp.arange(-8.0, 8.0).reshape(1, 2, 2, 4)
+  variables = block.init(jax.random.PRNGKey(0), x, train=False)
+  assert set(variables["params"]) == {"BatchNorm_0", "BatchNorm_1", "Conv_0", "Conv_1"}
+  zero = lambda tree: jax.tree.map(jnp.zeros_like, tree)
+  params = {**variables["params"], "Conv_0": zero(variables["params"]["Conv_0"]),
+            "Conv_1": zero(variables["params"]["Conv_1"])}
+  stats = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
+  stats = {name: {"mean": s["mean"], "var": s["var"] + 1 - 1e-5} for name, s in stats.items()}
+  got = block.apply({"params": params, "batch_stats": stats}, x, train=False)
+  np.testing.assert_allclose(got, jax.nn.relu(x), rtol=1e-6, atol=1e-6)
+  assert np.any(np.asarray(got) != np.asarray(x))  # the raw input would be told apart

@@ -106,11 +106,13 @@ class Darknet(nn.Module):
 
 
 class WideBasicBlock(nn.Module):
-  """Pre-activation basic block: BN → ReLU → conv3×3(stride) → BN → ReLU → conv3×3.
+  """fastai's pre-activation ``BasicBlock``: BN → ReLU → conv3×3(stride) → BN → ReLU →
+  conv3×3, added to a shortcut of the *activated* input.
 
-  Where width or stride changes, the shortcut is a 1×1 conv applied to the activated input.
-  The residual branch is multiplied by ``residual_scale`` before the add (fastai's
-  BasicBlock uses 0.2), which keeps early activations small in a deep, wide net.
+  As fastai writes it, ``x2 = relu(bn(x))`` feeds both paths: the shortcut is a 1×1 conv
+  of ``x2`` where width or stride changes and ``x2`` itself otherwise, never the raw
+  ``x``. The residual branch is multiplied by ``residual_scale`` before the add (fastai
+  uses 0.2), which keeps early activations small in a deep, wide net.
   """
   features: int
   stride: int = 1
@@ -125,7 +127,7 @@ class WideBasicBlock(nn.Module):
     conv = functools.partial(layers.Conv, use_bias=False, kernel_init=torch_default_kernel_init,
                              dtype=self.dtype, param_dtype=self.param_dtype)
     activated = nn.relu(bn()(x))
-    shortcut = x
+    shortcut = activated
     if x.shape[-1] != self.features or self.stride != 1:
       shortcut = conv(self.features, (1, 1), (self.stride,) * 2, padding="VALID")(activated)
     y = conv(self.features, (3, 3), (self.stride,) * 2, padding=((1, 1), (1, 1)))(activated)
