@@ -14,7 +14,7 @@ from absl import flags
 from conftest import needs_fashion_mnist, override
 from experiments import darknet as darknet_cli
 from experiments.configs import darknet as darknet_configs
-from jaxgan import metrics, parallel
+from jaxgan import metrics, optim, parallel
 from jaxgan.data.classification import ImageClassificationData
 from jaxgan.train import darknet, runs
 
@@ -186,3 +186,22 @@ def test_unknown_config_key_on_the_command_line_fails_before_work(tmp_path):
   assert result.returncode != 0
   assert "bach_size" in result.stderr
   assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
+
+
+def test_logged_learning_rate_and_momentum_are_those_the_step_trained_with():
+  # fastai's iteration t (0, 1, 2, ...) trains with one_cycle(t); the step that makes it
+  # must report exactly those values, not the previous step's.
+  data = synthetic_data(32, size=8)
+  config = smoke_config(batch_size=16, num_epochs=5)  # 10 steps: every phase is short
+  task, _ = darknet.make_task(config, parallel.make_mesh(), data, data)
+  lr_at, momentum_at = optim.one_cycle(2 * config.num_epochs, config.max_lr, config.div,
+                                       config.pct, tuple(config.moms))
+  state = task.init_state()
+  batches = task.batches(0, state)
+  logged = []
+  for _ in range(4):
+    state, step_metrics = task.step(state, next(batches).inputs)
+    logged.append(jax.device_get((step_metrics["lr"], step_metrics["momentum"])))
+  expected = [(lr_at(t), momentum_at(t)) for t in range(4)]
+  np.testing.assert_allclose(np.asarray(logged), np.asarray(expected), rtol=1e-6)
+  assert len({float(lr) for lr, _ in logged}) == 4  # the schedule moves every step here

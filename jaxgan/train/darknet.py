@@ -129,7 +129,10 @@ def train_step(state: TrainState, batch, *, model, tx, mean, std, pad: int, pad_
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                       batch_stats=batch_stats, opt_state=opt_state)
-  hyper = state.opt_state.hyperparams  # the values this step trained with
+  # The values this update used: optax's inject_hyperparams evaluates the schedules at
+  # the update's count and keeps them in the *new* state (the old holds the previous
+  # step's).
+  hyper = opt_state.hyperparams
   step_metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y),
                   "lr": hyper["learning_rate"], "momentum": hyper["momentum"]}
   if state.loss_scale is not None:
