@@ -104,3 +104,68 @@ def test_folders_and_clear_errors(judge_dir, tmp_path):
     evaluate_cli.evaluate(f"classifier:{judge_dir}", workdir=judge_dir)
   with pytest.raises(FileNotFoundError, match="inception"):
     judges.load_judge(f"inception:{tmp_path / 'missing.npz'}")
+
+
+# ----------------------------------------------------------------------------- held-out sets
+
+def _extractor(images):
+  """A stand-in judge: per-image mean pixels as features, no classes (the check under test
+  runs before any feature is used)."""
+  flat = np.asarray(images, np.float64).reshape(len(images), -1)
+  return np.stack([flat.mean(1), flat.std(1)], 1), None
+
+
+def _write(folder, images):
+  from PIL import Image
+  os.makedirs(folder, exist_ok=True)
+  for i, image in enumerate(images):
+    Image.fromarray(image).save(os.path.join(folder, f"{i:03d}.png"))
+
+
+def test_a_wgan_heldout_folder_of_training_copies_is_refused(tmp_path):
+  from jaxgan.evaluation import runs as judged_runs
+  rng = np.random.default_rng(0)
+  train = rng.integers(0, 256, (40, 16, 16, 3), np.uint8)
+  _write(tmp_path / "train", train)
+  _write(tmp_path / "copies", train[:12])  # the same files' pixels, under other names
+  _write(tmp_path / "fresh", rng.integers(0, 256, (12, 16, 16, 3), np.uint8))
+  config = override(wgan_configs.get_config("smoke"), **{
+      "data.source": "folder", "data.path": str(tmp_path / "train"), "data.channels": 3,
+      "data.max_images": 0, "eval.heldout": str(tmp_path / "copies"),
+      "eval.reference_images": 0})
+  judge = judges.Judge("stand-in", _extractor)
+  with pytest.raises(ValueError, match=r"12 of the 12 held-out images checked are training "
+                                       r"images .*--config.eval.heldout"):
+    judged_runs.WGANJudge(config, judge, num_fake=12)
+  # A sample of the training set finds its share of the copies, scaled up to the whole:
+  # 20 of the 40 training images hold about half of the 12 copies.
+  with pytest.raises(ValueError, match="training images"):
+    judged_runs.WGANJudge(override(config, **{"eval.reference_images": 20}), judge, 12)
+  with config.unlocked():
+    config.eval.heldout = str(tmp_path / "fresh")
+  judged = judged_runs.WGANJudge(config, judge, num_fake=12)
+  assert len(judged.heldout) == 12
+
+
+def test_cyclegan_test_domains_must_be_held_out(tmp_path):
+  from jaxgan.data import unaligned
+  from jaxgan.evaluation import runs as judged_runs
+  rng = np.random.default_rng(1)
+  images = lambda n: rng.integers(0, 256, (n, 20, 20, 1), np.uint8)
+  train_a, train_b, test_b = images(30), images(30), images(6)
+  config = cyclegan_configs.get_config("smoke")
+  judge = judges.Judge("stand-in", _extractor)
+  copies = unaligned.Domains(*(unaligned.ArraySource(x) for x in (
+      train_a, train_b, train_a[:6], test_b)), channels=1, description="copies")
+  with pytest.raises(ValueError, match=r"testA of copies: 6 of the 6 held-out images"):
+    judged_runs.CycleGANJudge(config, copies, judge)
+  # A folder without testA/ falls back to the training images for the sample grids, and
+  # judging it is one clear error naming the folder to add.
+  for split, data in (("trainA", train_a), ("trainB", train_b), ("testB", test_b)):
+    _write(tmp_path / "data" / split, data[..., 0])
+  domains = unaligned.folder_domains(str(tmp_path / "data"), load_size=20, channels=1)
+  with pytest.raises(ValueError, match=r"no testA/: judging needs .* --config.eval.judge="):
+    judged_runs.CycleGANJudge(config, domains, judge)
+  fresh = unaligned.Domains(*(unaligned.ArraySource(x) for x in (
+      train_a, train_b, images(6), test_b)), channels=1, description="fresh")
+  assert set(judged_runs.CycleGANJudge(config, fresh, judge).references) == {"AtoB", "BtoA"}

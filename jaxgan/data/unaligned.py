@@ -143,8 +143,9 @@ def tfds_domains(name: str, load_size: int, data_dir: str | None = None) -> Doma
 def folder_domains(path: str, load_size: int, channels: int = 3) -> Domains:
   """The reference layout: ``path/trainA``, ``trainB``, ``testA``, ``testB``.
 
-  trainA and trainB are required. testA/testB are only used for the sample grids; a
-  missing one falls back to the first training images of that domain.
+  trainA and trainB are required. A missing testA/testB falls back to the first training
+  images of that domain for the sample grids; judging such a run is refused
+  (`jaxgan.evaluation.runs.CycleGANJudge`), since its floor would be training images.
 
   Raises:
     FileNotFoundError: ``path`` or one of its train folders is missing; the message
@@ -164,8 +165,9 @@ def folder_domains(path: str, load_size: int, channels: int = 3) -> Domains:
         raise FileNotFoundError(
             f"{folder} is missing: CycleGAN needs both domains, as {path}/trainA and "
             f"{path}/trainB (image files, any names), plus optionally testA/ and testB/.")
-      logging.warning("%s is missing: sample grids use the first %s images instead.",
-                      folder, "train" + split[-1])
+      logging.warning("%s is missing: sample grids use the first %s images instead, and "
+                      "judging the run (eval.judge) is refused until it exists.", folder,
+                      "train" + split[-1])
       continue
     sources[split] = ImageFolderSource(folder, load_size, channels)
     sources[split].check_readable()

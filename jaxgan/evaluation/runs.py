@@ -9,9 +9,15 @@ A CycleGAN is judged per direction: the translations of the source domain's test
 against the target domain (its training images as the reference, its test images as the
 floor), plus the translation rate (the share of translations a classifier judge calls the
 target class) and the cycle reconstruction error (mean |G_B(G_A(a)) - a| in [-1, 1]).
+
+Every held-out set is checked by content before it is used (`check_heldout`): a floor
+measured on training images would come out near zero, and the memorisation threshold it
+sets would collapse, so copies would go unflagged.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 
@@ -54,6 +60,30 @@ def table(scores: dict) -> str:
                              for i, (c, w) in enumerate(zip(r, widths))) for r in rows)
 
 
+def check_heldout(train: np.ndarray, heldout: np.ndarray, train_total: int, *, what: str,
+                  fix: str, tolerance: float = 0.01) -> None:
+  """Refuses held-out images that are training images, by content.
+
+  Each held-out image is hashed (its uint8 pixels as the judge sees them) and looked up
+  among ``train``: the training images the judge holds, all ``train_total`` of them or a
+  random sample. The share found, scaled by ``train_total / len(train)``, estimates the
+  share of the held-out set that is training images; above ``tolerance`` (a few natural
+  duplicates pass) it is an error naming ``fix``.
+
+  Raises:
+    ValueError: the held-out set holds training images.
+  """
+  digest = lambda x: hashlib.sha1(np.ascontiguousarray(x).tobytes()).digest()
+  seen = {digest(x) for x in train}
+  found = sum(digest(x) in seen for x in heldout)
+  share = found * (train_total / max(1, len(train))) / max(1, len(heldout))
+  if share > tolerance:
+    raise ValueError(
+        f"{what}: {found} of the {len(heldout)} held-out images checked are training "
+        f"images (an estimated {min(share, 1.0):.0%} of the held-out set), so the floor and "
+        f"the memorisation threshold would be measured on training data: {fix}")
+
+
 def _subset(images: np.ndarray, n: int, seed: int) -> np.ndarray:
   if not n or len(images) <= n:
     return images
@@ -63,16 +93,20 @@ def _subset(images: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- WGAN
 
-def wgan_real_images(config, split: str, max_images: int = 0, seed: int = 0) -> np.ndarray:
-  """Real images as a WGAN run saw them: uint8 (N, isize, isize, C).
+def wgan_real_images(config, split: str, max_images: int = 0,
+                     seed: int = 0) -> tuple[np.ndarray, int]:
+  """Real images as a WGAN run saw them, and how many the split holds in all.
 
   ``split``: "train" (the run's data) or "heldout" (Fashion-MNIST's test split, or the
   ``eval.heldout`` folder / LMDB). ``max_images`` > 0 takes a seeded random subset.
+
+  Returns:
+    ``(images, total)``: uint8 (N, isize, isize, C), and the split's size.
   """
   d, isize = config.data, config.model.isize
   if d.source == "fashion_mnist":
     images = fashion_mnist_images(isize, "train" if split == "train" else "test", d.data_dir)
-    return _subset(images, max_images, seed)
+    return _subset(images, max_images, seed), len(images)
   path = d.path if split == "train" else config.eval.heldout
   if not path:
     raise ValueError("judging a folder or LSUN run needs real images it never trained on: "
@@ -83,7 +117,7 @@ def wgan_real_images(config, split: str, max_images: int = 0, seed: int = 0) -> 
             else folder.ImageFolderSource(path, isize, d.channels))
   n = len(source) if not max_images else min(max_images, len(source))
   rows = np.sort(np.random.default_rng(seed).choice(len(source), n, replace=False))
-  return np.stack([source[int(i)]["image"] for i in rows])
+  return np.stack([source[int(i)]["image"] for i in rows]), len(source)
 
 
 class WGANJudge:
@@ -92,8 +126,13 @@ class WGANJudge:
   def __init__(self, config, judge: judges.Judge, num_fake: int,
                pixel_memorisation: bool = False, kid_subsets: int = 100):
     e = config.eval
-    self.train = wgan_real_images(config, "train", e.reference_images, config.seed)
-    self.heldout = wgan_real_images(config, "heldout", num_fake, config.seed + 1)
+    self.train, train_total = wgan_real_images(config, "train", e.reference_images,
+                                               config.seed)
+    self.heldout, _ = wgan_real_images(config, "heldout", num_fake, config.seed + 1)
+    heldout = ("Fashion-MNIST's test split" if config.data.source == "fashion_mnist"
+               else f"eval.heldout={config.eval.heldout!r}")
+    check_heldout(self.train, self.heldout, train_total, what=heldout,
+                  fix="set --config.eval.heldout to images the run never trains on.")
     self.reference = report.Reference(judge.extract, self.train, self.heldout, num_fake,
                                       seed=config.seed, pixel_memorisation=pixel_memorisation,
                                       kid_subsets=kid_subsets,
@@ -105,9 +144,13 @@ class WGANJudge:
 
 # ----------------------------------------------------------------------------- CycleGAN
 
-def _stack(source, n: int = 0) -> np.ndarray:
-  n = len(source) if not n else min(n, len(source))
-  return np.stack([source[i]["image"] for i in range(n)])
+def _stack(source, n: int = 0, seed: int | None = None) -> np.ndarray:
+  """The first ``n`` images of a source (all for 0), or a seeded random ``n``."""
+  if seed is None or not n or n >= len(source):
+    rows = range(len(source) if not n else min(n, len(source)))
+  else:
+    rows = np.sort(np.random.default_rng(seed).choice(len(source), n, replace=False))
+  return np.stack([source[int(i)]["image"] for i in rows])
 
 
 class CycleGANJudge:
@@ -124,10 +167,23 @@ class CycleGANJudge:
                pixel_memorisation: bool = False, kid_subsets: int = 100):
     crop = (config.data.crop_size,) * 2
     self.judge = judge
+    for domain, (train_source, test_source) in {
+        "A": (domains.train_a, domains.test_a), "B": (domains.train_b, domains.test_b)}.items():
+      if test_source is train_source:
+        raise ValueError(
+            f"{domains.description} has no test{domain}/: judging needs images of each "
+            f"domain that training never sees. Add test{domain}/ (and test"
+            f"{'B' if domain == 'A' else 'A'}/) beside train{domain}/, or set "
+            "--config.eval.judge= to train without evaluation.")
     test = {"A": fit_to(_stack(domains.test_a, num_images), crop),
             "B": fit_to(_stack(domains.test_b, num_images), crop)}
-    train = {"A": fit_to(_stack(domains.train_a, config.eval.reference_images), crop),
-             "B": fit_to(_stack(domains.train_b, config.eval.reference_images), crop)}
+    n = config.eval.reference_images
+    train = {"A": fit_to(_stack(domains.train_a, n, config.seed), crop),
+             "B": fit_to(_stack(domains.train_b, n, config.seed), crop)}
+    for domain, train_source in (("A", domains.train_a), ("B", domains.train_b)):
+      check_heldout(train[domain], test[domain], len(train_source),
+                    what=f"test{domain} of {domains.description}",
+                    fix=f"test{domain} must hold images that train{domain} does not.")
     self.sources = {"AtoB": test["A"], "BtoA": test["B"]}
     self.targets = {"AtoB": "B", "BtoA": "A"}
     self.references = {
