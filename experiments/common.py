@@ -14,7 +14,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from jaxgan import checkpoint, config as config_lib
-from jaxgan.train import loop
+from jaxgan.train import loop, workdir
 
 config_flags.DEFINE_config_file(
     "config", None, "Config file and variant, e.g. experiments/configs/wgan.py:fashion_mnist;"
@@ -31,7 +31,7 @@ FLAGS = flags.FLAGS
 
 # What a user can fix from the message alone; anything else is a bug and keeps its traceback.
 USER_ERRORS = (FileNotFoundError, PermissionError, ValueError, loop.NonFiniteError,
-               checkpoint.CheckpointError)
+               checkpoint.CheckpointError, workdir.WorkdirInUse)
 
 
 class _LibraryNoiseFilter:

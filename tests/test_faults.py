@@ -9,6 +9,7 @@ import functools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -237,3 +238,59 @@ def test_a_folder_of_unreadable_images_is_one_line_before_training(tmp_path):
   assert last.startswith("error: None of the 3 images") and "--config.data.path" in last
   assert "Traceback" not in result.stderr
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+# ----------------------------------------------------------------------------- one run per workdir
+
+def test_a_second_run_in_a_busy_workdir_stops_naming_the_first(tmp_path):
+  workdir = str(tmp_path / "run")
+  config_file, fields = LONG["darknet"]
+  args = [sys.executable, "-m", "experiments.darknet", "--config", config_file,
+          "--workdir", workdir] + [f"--config.{k}={v}" for k, v in fields.items()]
+  first = subprocess.Popen(args, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 300
+    while not checkpoints(workdir):  # the first run is training
+      assert first.poll() is None, first.communicate()[1][-3000:]
+      assert time.time() < deadline, "no checkpoint within 300 s"
+      time.sleep(0.2)
+    second = subprocess.run(args, cwd=REPO, env=subprocess_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    last = second.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: --workdir {workdir} is in use by another run: process "
+                           f"{first.pid} on {socket.gethostname()}, started "), last
+    assert first.poll() is None  # untouched: still training
+  finally:
+    first.send_signal(signal.SIGTERM)
+    _, stderr = first.communicate(timeout=300)
+  assert first.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    steps = [json.loads(line)["step"] for line in f]
+  assert steps == sorted(set(steps))  # one writer: no interleaved records
+  with open(os.path.join(workdir, "run.lock")) as f:
+    assert f.read() == ""  # given back
+
+
+def test_a_lock_left_by_a_dead_run_is_taken_over_and_one_from_another_host_is_not(
+    tmp_path, caplog):
+  from jaxgan.train import workdir as run_folder  # pylint: disable=g-import-not-at-top
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                        capture_output=True, text=True, check=True)
+  lock = tmp_path / "run.lock"
+  lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout),
+                              "started": "earlier", "command": "a killed run"}))
+  with caplog.at_level("WARNING"):
+    run_folder.hold(str(tmp_path))
+  assert any("Taking over" in r.getMessage() and "a killed run" in r.getMessage()
+             for r in caplog.records)
+  assert json.loads(lock.read_text())["pid"] == os.getpid()
+  run_folder.hold(str(tmp_path))  # this process holds it already: no-op
+  run_folder.release(str(tmp_path))
+  assert lock.read_text() == ""
+  lock.write_text(json.dumps({"host": "another-node", "pid": 4242, "started": "earlier",
+                              "command": "python -m experiments.wgan ..."}))
+  with pytest.raises(run_folder.WorkdirInUse, match=rf"another host: process 4242 on "
+                                                    rf"another-node.* delete {lock}"):
+    run_folder.hold(str(tmp_path))

@@ -17,6 +17,9 @@ big_vision's ``train.py``:
    asked to stop (SIGTERM from a scheduler, Ctrl-C): the current step finishes, the
    checkpoint is written, and the same command resumes exactly.
 
+The run holds its workdir throughout (`jaxgan.train.workdir`): a second run started in
+the same folder stops at once, naming this one.
+
 The run's *record* (the newest value of every field it has logged) is the host's memory:
 it is saved with each checkpoint and restored with it, so counters a summary carries from
 one interval to the next (unreadable images skipped, fp16 overflows in a row, when a
@@ -46,6 +49,7 @@ from tqdm import tqdm
 
 from jaxgan import checkpoint, config as config_lib, metrics, ops
 from jaxgan.data.feed import Batch
+from jaxgan.train import workdir as run_folder
 
 
 class Task(NamedTuple):
@@ -202,19 +206,6 @@ def default_summary(record: dict) -> str:
   return f"done: {default_log_line(record['step'], record)}"
 
 
-def check_workdir(workdir: str) -> None:
-  """Fails before any work if the run's outputs cannot be written."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write-test-{jax.process_index()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise PermissionError(f"cannot write to --workdir {workdir}: {e.strerror}. Choose a "
-                          "folder you can write to.") from None
-
-
 def train(task: Task, config, workdir: str, *, num_steps: int, log_every: int,
           checkpoint_every: int, stop_after: int = -1, hooks: tuple[Every, ...] = (),
           log_line: Callable[[int, dict], str] = default_log_line,
@@ -242,14 +233,18 @@ def train(task: Task, config, workdir: str, *, num_steps: int, log_every: int,
   Raises:
     NonFiniteError: a loss was NaN or infinite (no checkpoint of that state is written).
   """
-  check_workdir(workdir)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                 config.get("keep_checkpoints", 3))
+  run_folder.check_writable(workdir)
+  run_folder.hold(workdir)  # one run per workdir (held already after runs.start)
   try:
-    return _train(task, config, workdir, ckpt, num_steps, log_every, checkpoint_every,
-                  stop_after, hooks, log_line, summary, desc)
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                   config.get("keep_checkpoints", 3))
+    try:
+      return _train(task, config, workdir, ckpt, num_steps, log_every, checkpoint_every,
+                    stop_after, hooks, log_line, summary, desc)
+    finally:
+      ckpt.close()
   finally:
-    ckpt.close()
+    run_folder.release(workdir)
 
 
 def _train(task, config, workdir, ckpt, num_steps, log_every, checkpoint_every, stop_after,

@@ -1,8 +1,9 @@
 """A run's folder: starting a run in it, and reading a trained run back from it.
 
 `start` is the set-up every system's ``train_and_evaluate`` does first, written once:
-join a multi-process run, check the config and the workdir, build the mesh and check that
-the batches divide over it, all before any data is read. `restore` is how every tool that
+join a multi-process run, check the config, check and hold the workdir (one run at a
+time, `jaxgan.train.workdir`), build the mesh and check that the batches divide over it,
+all before any data is read. `restore` is how every tool that
 reads a run (``experiments.sample``, ``translate``, ``evaluate``, the classifier judge,
 ``darknet --mode eval``) gets it: its config, its train state and its step.
 """
@@ -17,7 +18,7 @@ from typing import Any, NamedTuple
 from jax.sharding import Mesh
 
 from jaxgan import checkpoint, config as config_lib, parallel
-from jaxgan.train import loop
+from jaxgan.train import workdir as run_folder
 
 
 def start(config, workdir: str, *, validate: Callable[[Any], None],
@@ -33,7 +34,8 @@ def start(config, workdir: str, *, validate: Callable[[Any], None],
   """
   parallel.maybe_initialize_distributed()  # first: it must precede any other JAX call
   validate(config)
-  loop.check_workdir(workdir)  # before hours of data loading, not after
+  run_folder.check_writable(workdir)  # before hours of data loading, not after
+  run_folder.hold(workdir)  # one run per workdir; the training loop gives it back
   mesh = parallel.make_mesh()
   for name, size in batch_sizes.items():
     parallel.check_batch_divisible(size, mesh, name)
