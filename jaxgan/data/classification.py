@@ -1,7 +1,10 @@
 """Small labelled image data sets held whole in memory (and then in device memory).
 
-CIFAR-10 comes through tfds (``cifar10``, prepared once with ``tfds build cifar10``);
-Fashion-MNIST from its original IDX files, which Debian's ``dataset-fashion-mnist`` installs
+CIFAR-10 comes from its official Python batches (``cifar-10-python.tar.gz`` as
+downloaded, or the ``cifar-10-batches-py/`` folder it unpacks to) when the data directory
+points at them, read without TensorFlow and through an unpickler that allows only what
+those files need; otherwise through tfds (``cifar10``, prepared once with ``tfds build
+cifar10``). Fashion-MNIST from its original IDX files, which Debian's ``dataset-fashion-mnist`` installs
 offline. A data set that is not there is one clear error that says how to get it; there is
 no fallback to fake data. The GANs read Fashion-MNIST's images too, framed to their sizes
 by `fit_fashion_mnist`.
@@ -9,7 +12,11 @@ by `fit_fashion_mnist`.
 
 import dataclasses
 import gzip
+import io
 import os
+import pickle
+import tarfile
+import zlib
 from typing import NamedTuple
 
 import numpy as np
@@ -93,6 +100,11 @@ def load_fashion_mnist(split: str, data_dir: str | None = None) -> ImageClassifi
   return ImageClassificationData(images, labels, facts.mean, facts.std, facts.num_classes)
 
 
+# Data sets jaxgan also reads from their own files, and how to point at them.
+_OWN_FILES = {"cifar10": " (or at the official cifar-10-python.tar.gz or its "
+                         "cifar-10-batches-py/ folder, read without TensorFlow)"}
+
+
 def open_tfds(name: str, split: str, data_dir: str | None = None):
   """``tfds.data_source`` of a prepared tfds data set: its array_record files, read without
   TensorFlow. One clear error, naming the build command, if it is not prepared."""
@@ -105,7 +117,8 @@ def open_tfds(name: str, split: str, data_dir: str | None = None):
         f"tfds data set {name!r} (split {split!r}) is not prepared in {where}: on a machine "
         f"with internet run `pip install tensorflow tensorflow-datasets && tfds build {name} "
         f"--file_format=array_record` (copy the folder here if needed), or set "
-        f"--config.data.data_dir to where it lives. ({type(e).__name__}: {e})") from None
+        f"--config.data.data_dir to where it lives{_OWN_FILES.get(name, '')}. "
+        f"({type(e).__name__}: {e})") from None
 
 
 def load_tfds(name: str, split: str, data_dir: str | None = None) -> ImageClassificationData:
@@ -116,6 +129,95 @@ def load_tfds(name: str, split: str, data_dir: str | None = None) -> ImageClassi
   labels = np.asarray([r["label"] for r in records], np.int32)
   facts = FACTS[name]
   return ImageClassificationData(images, labels, facts.mean, facts.std, facts.num_classes)
+
+
+# ----------------------------------------------------------------------------- CIFAR-10's own files
+
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_TARBALL = "cifar-10-python.tar.gz"
+CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+  """Unpickles CIFAR-10's Python batches and nothing else.
+
+  The 2009 files are Python 2 pickles (protocol 2) of a dict with bytes keys whose
+  ``b"data"`` is a uint8 numpy array, rebuilt through ``numpy.core.multiarray._reconstruct``
+  (``numpy._core`` when numpy 2 writes the same thing; ``_codecs.encode`` when Python 3
+  writes protocol-2 bytes). Any other global a pickle names, which is how a hostile file
+  would run code, is refused.
+  """
+  _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+              ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+  def find_class(self, module, name):
+    if (module, name) not in self._ALLOWED:
+      raise pickle.UnpicklingError(f"refusing {module}.{name}: not in a CIFAR-10 batch")
+    if name == "_reconstruct":  # the same function, wherever this numpy keeps it
+      return np.ndarray.__reduce__(np.zeros(0))[0]
+    return super().find_class(module, name)
+
+
+def find_cifar10_files(data_dir: str | None) -> str | None:
+  """The official CIFAR-10 tarball or folder ``data_dir`` points at (itself, or inside it)."""
+  if not data_dir:
+    return None
+  if os.path.isfile(data_dir):
+    return data_dir
+  for candidate in (data_dir, os.path.join(data_dir, CIFAR10_FOLDER),
+                    os.path.join(data_dir, CIFAR10_TARBALL)):
+    if os.path.isfile(os.path.join(candidate, "test_batch")) or (
+        candidate.endswith(".tar.gz") and os.path.isfile(candidate)):
+      return candidate
+  return None
+
+
+def _read_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+  try:
+    batch = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    data = np.asarray(batch[b"data"], np.uint8)
+    labels = np.asarray(batch[b"labels"], np.int32)
+    images = data.reshape(len(data), 3, 32, 32).transpose(0, 2, 3, 1)
+  except Exception as e:  # pylint: disable=broad-except  (any damage: one clear error)
+    raise ValueError(f"{where} is not a CIFAR-10 Python batch ({type(e).__name__}: {e}): "
+                     f"download cifar-10-python.tar.gz again from "
+                     f"https://www.cs.toronto.edu/~kriz/cifar.html.") from None
+  if len(labels) != len(images):
+    raise ValueError(f"{where} holds {len(images)} images but {len(labels)} labels.")
+  return images, labels
+
+
+def load_cifar10_files(path: str, split: str) -> ImageClassificationData:
+  """CIFAR-10's ``train`` (data_batch_1..5) or ``test`` (test_batch) from its official
+  tarball or unpacked folder; no TensorFlow, no unpacking step."""
+  parts = []
+  if os.path.isfile(path):
+    try:
+      with tarfile.open(path, "r:gz") as archive:
+        for name in CIFAR10_BATCHES[split]:
+          member = f"{CIFAR10_FOLDER}/{name}"
+          try:
+            raw = archive.extractfile(member).read()
+          except KeyError:
+            raise ValueError(f"{path} has no {member}: it is not cifar-10-python.tar.gz "
+                             "(point --config.data.data_dir at that file or the "
+                             f"{CIFAR10_FOLDER}/ folder it unpacks to).") from None
+          parts.append(_read_batch(raw, f"{path}:{member}"))
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+      raise ValueError(f"{path} is not a readable tar.gz ({type(e).__name__}: {e}): it may "
+                       "be truncated; download cifar-10-python.tar.gz again.") from None
+  else:
+    for name in CIFAR10_BATCHES[split]:
+      file = os.path.join(path, name)
+      if not os.path.isfile(file):
+        raise FileNotFoundError(f"{file} is missing: {path} is not a complete "
+                                f"{CIFAR10_FOLDER}/ folder.")
+      with open(file, "rb") as f:
+        parts.append(_read_batch(f.read(), file))
+  facts = FACTS["cifar10"]
+  return ImageClassificationData(np.concatenate([p[0] for p in parts]),
+                                 np.concatenate([p[1] for p in parts]), facts.mean,
+                                 facts.std, facts.num_classes)
 
 
 def data_set(data_config) -> str:
@@ -136,10 +238,16 @@ def check_data_config(data_config) -> None:
 
 
 def load_split(data_config, split: str) -> ImageClassificationData:
-  """The ``train`` or ``test`` split a config's ``data`` names, checked against `FACTS`."""
+  """The ``train`` or ``test`` split a config's ``data`` names, checked against `FACTS`.
+
+  CIFAR-10 is read from its official files where ``data.data_dir`` points at them, else
+  through tfds (``data.data_dir`` is then tfds's data_dir).
+  """
   data_dir = data_config.data_dir or None
   if data_config.source == "fashion_mnist":
     data = load_fashion_mnist(split, data_dir)
+  elif data_config.name == "cifar10" and find_cifar10_files(data_dir):
+    data = load_cifar10_files(find_cifar10_files(data_dir), split)
   else:
     data = load_tfds(data_config.name, split, data_dir)
   expected = FACTS[data_set(data_config)].image_shape
