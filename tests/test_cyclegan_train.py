@@ -6,6 +6,7 @@ the runs share one compiled step through the test XLA cache.
 """
 
 import functools
+import io
 import os
 import sys
 
@@ -393,3 +394,32 @@ def test_every_generator_forward_draws_its_own_dropout_mask():
   # Without a key (evaluation) the generator is deterministic.
   g_a, _, _, _ = cyclegan.networks(state.g_params, state.d_params, **nets)
   np.testing.assert_array_equal(np.asarray(g_a(x)), np.asarray(g_a(x)))
+
+
+def test_the_official_zip_trains_and_translates_in_place(tmp_path):
+  import zipfile  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  archive = tmp_path / "horse2zebra.zip"
+  with zipfile.ZipFile(archive, "w") as z:  # the official layout: one top folder
+    for split, n in (("trainA", 5), ("trainB", 4), ("testA", 2), ("testB", 2)):
+      for i in range(n):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (24, 30, 3), np.uint8)).save(buffer, "JPEG")
+        z.writestr(f"horse2zebra/{split}/n{i:04d}.jpg", buffer.getvalue())
+  domains = unaligned.folder_domains(str(archive), load_size=20, channels=1)
+  assert [len(s) for s in (domains.train_a, domains.train_b, domains.test_a,
+                           domains.test_b)] == [5, 4, 2, 2]
+  assert domains.train_a[0]["image"].shape == (20, 20, 1)
+  config = smoke_config(stop_after_step=2, **{"data.source": "folder",
+                                              "data.path": str(archive)})
+  record = cyclegan.train_and_evaluate(config, str(tmp_path / "run"))
+  assert record["step"] == 2 and record["skipped_images"] == 0
+  result = translate_cli.translate_folder(str(tmp_path / "run"), "AtoB", str(archive),
+                                          str(tmp_path / "out"))
+  assert len(result["written"]) == 13 and result["skipped"] == 0
+  with Image.open(tmp_path / "out" / "horse2zebra" / "testA" / "n0001.png") as im:
+    assert im.size == (30, 24)
+  broken = tmp_path / "cut.zip"
+  broken.write_bytes(archive.read_bytes()[:200])
+  with pytest.raises(ValueError, match=rf"{broken} is not a readable zip archive"):
+    unaligned.folder_domains(str(broken), load_size=20)

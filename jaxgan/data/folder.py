@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import threading
+import zipfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -244,6 +245,69 @@ class ImageFolderSource(_SkippingSource):
   def __repr__(self) -> str:
     return (f"ImageFolderSource({self._where()}, n={len(self)}, size={self.size}, "
             f"channels={self.channels})")
+
+
+class ZipImageSource(_SkippingSource):
+  """Image files inside a zip archive, read in place (no unpacking step).
+
+  Items as `ImageFolderSource`'s; ``members`` are the archive's names, in order. Each
+  thread and process opens the archive for itself (a ``ZipFile`` is not safe to share),
+  and the source pickles without its handles.
+  """
+
+  def __init__(self, path: str | os.PathLike, members: Sequence[str], size: int,
+               channels: int = 3):
+    super().__init__(size, channels)
+    self.path, self.members = os.fspath(path), list(members)
+    if not self.members:
+      raise ValueError(f"ZipImageSource got no members of {self.path}.")
+    self._local = threading.local()
+
+  def _archive(self) -> zipfile.ZipFile:
+    if getattr(self._local, "pid", None) != os.getpid():
+      self._local.archive, self._local.pid = zipfile.ZipFile(self.path), os.getpid()
+    return self._local.archive
+
+  def __len__(self) -> int:
+    return len(self.members)
+
+  def _load(self, index: int) -> np.ndarray:
+    return load_image(self._archive().read(self.members[index]), self.size, self.channels)
+
+  def _describe(self, index: int) -> str:
+    return f"{self.path}:{self.members[index]}"
+
+  def _where(self) -> str:
+    return repr(self.path)
+
+  def __getstate__(self) -> dict[str, Any]:
+    state = self.__dict__.copy()
+    del state["_local"]
+    return state
+
+  def __setstate__(self, state: dict[str, Any]) -> None:
+    self.__dict__.update(state)
+    self._local = threading.local()
+
+  def __repr__(self) -> str:
+    return f"ZipImageSource({self.path!r}, n={len(self)}, size={self.size})"
+
+
+def zip_members(path: str, folder: str) -> list[str]:
+  """The sorted image files of ``folder`` inside the zip at ``path``, at any depth (the
+  official CycleGAN archives keep ``horse2zebra/trainA/...``).
+
+  Raises:
+    ValueError: ``path`` is not a readable zip archive.
+  """
+  try:
+    with zipfile.ZipFile(path) as archive:
+      names = archive.namelist()
+  except (zipfile.BadZipFile, OSError) as e:
+    raise ValueError(f"{path} is not a readable zip archive ({type(e).__name__}: {e}): it "
+                     "may be truncated; download it again.") from None
+  return sorted(n for n in names if _is_image_file(n)
+                and os.path.basename(os.path.dirname(n)) == folder)
 
 
 def _import_lmdb():

@@ -32,7 +32,7 @@ import numpy as np
 from absl import flags, logging
 from PIL import Image
 
-from jaxgan.data import feed
+from jaxgan.data import feed, folder
 from jaxgan.data.classification import (FASHION_MNIST_CLASSES, fit_fashion_mnist,
                                         load_fashion_mnist, open_tfds)
 from jaxgan.data.folder import ImageFolderSource, fit_square
@@ -141,7 +141,8 @@ def tfds_domains(name: str, load_size: int, data_dir: str | None = None) -> Doma
 
 
 def folder_domains(path: str, load_size: int, channels: int = 3) -> Domains:
-  """The reference layout: ``path/trainA``, ``trainB``, ``testA``, ``testB``.
+  """The reference layout: ``path/trainA``, ``trainB``, ``testA``, ``testB``; ``path`` may
+  also be the official zip (``horse2zebra.zip``: ``horse2zebra/trainA/...``), read in place.
 
   trainA and trainB are required. A missing testA/testB falls back to the first training
   images of that domain for the sample grids; judging such a run is refused
@@ -154,6 +155,8 @@ def folder_domains(path: str, load_size: int, channels: int = 3) -> Domains:
   if not path:
     raise ValueError("data.source='folder' needs a folder: set --config.data.path=DIR "
                      "(with DIR/trainA and DIR/trainB).")
+  if os.path.isfile(path):
+    return _zip_domains(path, load_size, channels)
   if not os.path.isdir(path):
     raise FileNotFoundError(f"CycleGAN data folder {path!r} does not exist: set "
                             "--config.data.path to a folder holding trainA/ and trainB/.")
@@ -175,6 +178,29 @@ def folder_domains(path: str, load_size: int, channels: int = 3) -> Domains:
                  sources.get("testA", sources["trainA"]),
                  sources.get("testB", sources["trainB"]),
                  channels=channels, description=f"folder {path}")
+
+
+def _zip_domains(path: str, load_size: int, channels: int) -> Domains:
+  """`folder_domains` for a zip in the reference's layout."""
+  sources = {}
+  for split in SPLITS:
+    members = folder.zip_members(path, split)
+    if not members:
+      if split.startswith("train"):
+        raise FileNotFoundError(
+            f"{path} holds no {split}/ of images: CycleGAN needs both domains, as in the "
+            f"official archives (horse2zebra.zip: horse2zebra/trainA/, trainB/, testA/, "
+            f"testB/).")
+      logging.warning("%s holds no %s/: sample grids use the first %s images instead, and "
+                      "judging the run (eval.judge) is refused until it exists.", path,
+                      split, "train" + split[-1])
+      continue
+    sources[split] = folder.ZipImageSource(path, members, load_size, channels)
+    sources[split].check_readable()
+  return Domains(sources["trainA"], sources["trainB"],
+                 sources.get("testA", sources["trainA"]),
+                 sources.get("testB", sources["trainB"]),
+                 channels=channels, description=f"zip {path}")
 
 
 def fashion_mnist_domains(class_a: int, class_b: int, load_size: int,
