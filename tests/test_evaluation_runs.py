@@ -131,8 +131,8 @@ def test_a_wgan_heldout_folder_of_training_copies_is_refused(tmp_path):
   _write(tmp_path / "fresh", rng.integers(0, 256, (12, 16, 16, 3), np.uint8))
   config = override(wgan_configs.get_config("smoke"), **{
       "data.source": "folder", "data.path": str(tmp_path / "train"), "data.channels": 3,
-      "data.max_images": 0, "eval.heldout": str(tmp_path / "copies"),
-      "eval.reference_images": 0})
+      "data.max_images": 0, "data.heldout_fraction": 0.0,
+      "eval.heldout": str(tmp_path / "copies"), "eval.reference_images": 0})
   judge = judges.Judge("stand-in", _extractor)
   with pytest.raises(ValueError, match=r"12 of the 12 held-out images checked are training "
                                        r"images .*--config.eval.heldout"):
@@ -145,6 +145,11 @@ def test_a_wgan_heldout_folder_of_training_copies_is_refused(tmp_path):
     config.eval.heldout = str(tmp_path / "fresh")
   judged = judged_runs.WGANJudge(config, judge, num_fake=12)
   assert len(judged.heldout) == 12
+  # By default a folder run holds out a fixed fifth of its files, and judges against it.
+  config = override(config, **{"eval.heldout": "", "data.heldout_fraction": 0.2,
+                              "eval.reference_images": 0})
+  judged = judged_runs.WGANJudge(config, judge, num_fake=8)
+  assert len(judged.train) == 32 and len(judged.heldout) == 8
 
 
 def test_cyclegan_test_domains_must_be_held_out(tmp_path):

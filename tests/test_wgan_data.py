@@ -16,7 +16,8 @@ from jaxgan.train import wgan
 def data_config(**overrides):
   c = ml_collections.ConfigDict(dict(
       source="folder", path="", fraction=1.0, channels=3, num_workers=0, num_threads=0,
-      prefetch=2, data_dir="", cache_dir="", max_images=0))
+      prefetch=2, data_dir="", cache_dir="", max_images=0, heldout_fraction=0.0,
+      split_seed=42, margin=0))
   c.update(overrides)
   return c
 
@@ -109,3 +110,27 @@ def test_fashion_mnist_is_padded_to_32_and_resized_for_other_sizes():
   assert small.shape == (5, 16, 16, 1)
   # A downscaled image keeps its overall brightness.
   assert abs(small.mean() - padded.mean()) < 3
+
+
+def test_the_lesson_holds_out_a_fixed_fifth_and_crops_at_random_from_a_wider_frame(
+    lsun_lmdb, tmp_path):
+  from jaxgan.data import folder  # pylint: disable=g-import-not-at-top
+  # fastai's from_csv without val_idxs: int(0.2 n) images held out. LSUN bedrooms: 18,957
+  # loader batches of 128 an epoch in the lesson (the last one partial); jaxgan's epoch
+  # is the 18,956 whole ones, the 66 left over carried into the next.
+  train, heldout = folder.split_rows(3_033_042, 0.2, 42)
+  assert (len(train), len(heldout)) == (2_426_434, 606_608)
+  assert -(-len(train) // 128) == 18_957 and len(train) // 128 == 18_956
+  assert not set(train.tolist()) & set(heldout.tolist())
+  again, _ = folder.split_rows(3_033_042, 0.2, 42)
+  np.testing.assert_array_equal(again, train)  # fixed by the seed
+
+  config = data_config(source="lsun", path=lsun_lmdb, cache_dir=str(tmp_path / "cache"),
+                       heldout_fraction=0.2, margin=4)  # 10 entries: 8 trained, 2 held out
+  data = wgan.load_data(config, 16, 4, seed=0, mesh=parallel.make_mesh())
+  assert (data.num_images, data.steps_per_epoch) == (8, 2)
+  (block,) = list(data.feed.batches(0, [2]))
+  assert block.inputs.shape == (2, 4, 16, 20, 3)  # stored 16 x (16 + margin)
+  held = folder.split_source(config, 16, 0, "heldout")
+  trained = folder.split_source(config, 16, 0, "train")
+  assert len(held) == 2 and not set(held.indices.tolist()) & set(trained.indices.tolist())

@@ -1,5 +1,6 @@
 """The WGAN system: the lesson's rules in numbers, then CLI, resume, data and sampling."""
 
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from PIL import Image
 from conftest import needs_fashion_mnist, override, xla_flags_for
 from experiments.configs import wgan as wgan_configs
 from jaxgan import images, metrics, ops, parallel
-from jaxgan.data import feed, folder
+from jaxgan.data import augment, feed, folder
 from jaxgan.train import runs, wgan
 
 SMOKE = "experiments/configs/wgan.py:smoke"
@@ -111,10 +112,10 @@ def test_gradient_penalty_is_taken_at_the_interpolates():
       expected, rel=1e-5)
 
 
-def _random_block(config, mesh, n, seed=0):
+def _random_block(config, mesh, n, seed=0, width_margin=0):
   """A block of n real batches of decoded images, as a streamed feed delivers them."""
   isize = config.model.isize
-  shape = (n, config.batch_size, isize, isize, config.data.channels)
+  shape = (n, config.batch_size, isize, isize + width_margin, config.data.channels)
   block = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
   return jax.device_put(block, feed.batch_sharding(mesh, batch_axis=1))
 
@@ -143,6 +144,31 @@ def test_every_critic_step_clips_first_as_the_lesson_does():
   after = max(float(jnp.max(jnp.abs(p))) for p in jax.tree.leaves(state.critic.params))
   assert c < after <= c + 10 * lr * (1 + 1e-5)
   assert int(state.data_position) == config.critic_iters and int(state.total_gen_iters) == 1
+
+
+def test_a_block_stored_wider_is_cropped_at_random_per_image_inside_the_critic_steps():
+  # LSUN and folders are stored isize x (isize + margin); each critic step takes a random
+  # isize x isize window of each real image from its batch's key: the same iteration as
+  # on those windows cut beforehand, and another window for each image.
+  config = smoke_config()
+  mesh = parallel.make_mesh()
+  wide = _random_block(config, mesh, config.critic_iters, width_margin=4)
+  state = wgan.initial_state(config, mesh)
+  critic_key = jax.random.fold_in(state.rng, 1)
+  windows = jnp.stack([augment.random_crop(
+      jax.random.fold_in(jax.random.fold_in(critic_key, i), 0xC409), wide[i], 16)
+                       for i in range(config.critic_iters)])
+  offsets = {int(np.argmax([np.array_equal(np.asarray(w[j]), np.asarray(wide[i, j, :, x:x + 16]))
+                            for x in range(5)]))
+             for i, w in enumerate(windows) for j in range(config.batch_size)}
+  assert len(offsets) > 1  # not one shift for all
+  results = []
+  for block in (wide, jax.device_put(windows, feed.batch_sharding(mesh, 1))):
+    programs = wgan.make_programs(config, mesh)
+    results.append(jax.device_get(_iteration(programs, wgan.initial_state(config, mesh),
+                                             block)))
+  for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_wgan_gp_penalises_instead_of_clipping():
@@ -282,7 +308,8 @@ def test_folder_with_a_corrupt_file_trains_and_reports_the_skips(tmp_path):
   # 3 generator iterations x 2 real batches of 8 = 48 reads from 13 files: the broken one
   # comes up once per pass. Replaying the loader gives the exact count.
   assert record["real_batches"] == 6
-  source = folder.ImageFolderSource(str(root), 16, 3, seed=config.seed)
+  source = folder.split_source(config.data, 16, config.seed, "train")  # 80% of the files
+  assert len(source) == 13 - int(0.2 * 13)
   replay = folder.make_loader(source, 8, seed=config.seed)
   expected = sum(int(b["skipped"].sum()) for b, _ in zip(replay, range(6)))
   assert expected >= 3
@@ -290,6 +317,11 @@ def test_folder_with_a_corrupt_file_trains_and_reports_the_skips(tmp_path):
   assert last["skipped_images"] == record["skipped_images"] == expected
   with Image.open(record["gallery"]) as im:
     assert im.size == (146, 146) and im.mode == "RGB"
+  # The fifth of the files held out for evaluation is recorded with the run.
+  with open(tmp_path / "run" / "heldout.json") as f:
+    assert json.load(f)["heldout"] == 2
+  held = (tmp_path / "run" / "heldout.txt").read_text().split()
+  assert len(held) == 2 and all((root / name).exists() for name in held)
 
 
 # ----------------------------------------------------------------------------- errors

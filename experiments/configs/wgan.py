@@ -8,8 +8,9 @@ Variants:
                  ``train(1, False)``: 100 critic steps at generator iterations 0, 500,
                  1000, ... of each pass, else 5; the pass ends where the epoch does,
                  mid-burst if need be. Then one more pass at lr/10 with fresh optimizers.
-                 bf16 compute. Images are resized straight to 64 (the lesson read at 128,
-                 then resized to 64); the whole set is trained on (docs/lesson.md).
+                 bf16 compute. As fastai did, 20% of the bedrooms are held out (a seeded
+                 split, for evaluation), and each image's short side is scaled to 64 and a
+                 random 64x64 crop taken (stored 64x80, cropped on the device).
   folder         As ``lsun`` on any folder of images (searched recursively):
                  ``--config.data.path=/path/to/images``.
   fashion_mnist  Sized for a 2-core CPU: Fashion-MNIST padded to 32x32, 1 channel, held in
@@ -65,6 +66,13 @@ def get_config(variant: str = "lsun") -> ml_collections.ConfigDict:
   c.data.data_dir = ""  # Fashion-MNIST IDX folder; "" = /usr/share/datasets/fashion-mnist
   c.data.cache_dir = ""  # LMDB key-list cache; "" = ~/.cache/jaxgan
   c.data.max_images = 0  # fashion_mnist only: keep the first N (tests)
+  # folder / lsun: hold out a fixed share for evaluation (fastai held out 20% of the
+  # lesson's LSUN CSV), a seeded split of the LMDB's keys or the folder's sorted files.
+  c.data.heldout_fraction = 0.2
+  c.data.split_seed = 42  # fastai's get_cv_idxs seed; its own split cannot be recovered
+  # folder / lsun: stored isize x (isize + margin), cropped at random to isize x isize
+  # on the device (fastai: short side to the size, random crop); 0 = centre crop
+  c.data.margin = 16
 
   c.model = ml_collections.ConfigDict()
   c.model.isize = 64  # a multiple of 16
@@ -117,12 +125,13 @@ def get_config(variant: str = "lsun") -> ml_collections.ConfigDict:
   c.eval.samples = 10000
   c.eval.reference_images = 50000  # training images the samples are compared with; 0 = all
   c.eval.kid_subsets = 20  # KID's subsets during training (experiments.evaluate: 100)
-  c.eval.heldout = ""  # folder/LSUN: real images never trained on (e.g. bedroom_val_lmdb)
+  c.eval.heldout = ""  # folder/LSUN: other held-out images (default: data.heldout_fraction's)
 
   if name == "folder":
     c.data.source = "folder"
   elif name == "fashion_mnist":
     c.data.source = "fashion_mnist"
+    c.data.margin = 0
     c.data.fraction = 1.0
     c.data.channels = 1
     c.data.num_workers = 0
@@ -149,6 +158,7 @@ def get_config(variant: str = "lsun") -> ml_collections.ConfigDict:
     c.eval.reference_images = 0
   elif name == "smoke":
     c.data.source = "fashion_mnist"
+    c.data.margin = 0
     c.data.fraction = 1.0
     c.data.channels = 1
     c.data.num_workers = 0

@@ -79,22 +79,22 @@ def list_image_files(root: str | os.PathLike, recursive: bool = True) -> list[st
 
 
 def load_image(path_or_bytes: str | os.PathLike | bytes, size: int,
-               channels: int = 3) -> np.ndarray:
-  """Decodes an image, scales its shorter side to ``size`` and centre-crops a square.
+               channels: int = 3, width: int | None = None) -> np.ndarray:
+  """Decodes an image and fits it to ``size`` × ``width`` (`fit_frame`).
 
-  The resize is PIL's antialiased bicubic, applied directly to the centred
-  square crop box (one resampling step). JPEGs are first decoded at a reduced
-  DCT scale when that still leaves at least ``size`` pixels per side, which is
-  much faster for LSUN-sized inputs.
+  With ``width`` None (a square) the shorter side is scaled to ``size`` and the centre
+  square kept. JPEGs are first decoded at a reduced DCT scale when that still leaves at
+  least the output's pixels per side, which is much faster for LSUN-sized inputs.
 
   Args:
     path_or_bytes: a file path or the encoded bytes (e.g. an LMDB value).
-    size: output height and width.
+    size: output height.
     channels: 3 for RGB, 1 for grayscale (L). Alpha is dropped; palette
       images are expanded.
+    width: output width (default ``size``).
 
   Returns:
-    uint8 array of shape (size, size, channels).
+    uint8 array of shape (size, width, channels).
 
   Raises:
     OSError (including PIL.UnidentifiedImageError) or another exception on
@@ -102,35 +102,45 @@ def load_image(path_or_bytes: str | os.PathLike | bytes, size: int,
   """
   if channels not in (1, 3):
     raise ValueError(f"channels must be 1 or 3, got {channels}.")
+  width = size if width is None else width
   mode = "L" if channels == 1 else "RGB"
   source = io.BytesIO(path_or_bytes) if isinstance(
       path_or_bytes, (bytes, bytearray, memoryview)) else os.fspath(path_or_bytes)
   with Image.open(source) as img:
     if img.format == "JPEG":
-      img.draft(mode, (size, size))
+      img.draft(mode, (width, size))
     # PIL decodes lazily; load() now so truncation raises here (it does,
     # as long as ImageFile.LOAD_TRUNCATED_IMAGES stays False) and not later.
     img.load()
-    return fit_square(img, size, channels)
+    return fit_frame(img, size, width, channels)
 
 
-def fit_square(img: Image.Image, size: int, channels: int = 3) -> np.ndarray:
-  """A decoded image's centred square, resized to ``size`` (antialiased bicubic, one step).
+def fit_frame(img: Image.Image, height: int, width: int, channels: int = 3) -> np.ndarray:
+  """A decoded image resized to cover ``height`` × ``width`` and centre-cropped to it.
+
+  The largest centred box of the output's aspect is resized in one step (PIL's
+  antialiased bicubic): for a square output that is the centre square with the shorter
+  side scaled to ``height``; for a wider one (the WGAN's 64×80), an image at least that
+  wide keeps its height scaled to ``height``, and a narrower one loses rows above and
+  below instead.
 
   Returns:
-    uint8 (size, size, channels): grayscale (L) for 1 channel, RGB for 3.
+    uint8 (height, width, channels): grayscale (L) for 1 channel, RGB for 3.
   """
   mode = "L" if channels == 1 else "RGB"
   if img.mode == "P" and "transparency" in img.info:
     img = img.convert("RGBA")  # PIL warns on P -> RGB with transparency.
   if img.mode != mode:
     img = img.convert(mode)
-  width, height = img.size
-  side = min(width, height)
-  left, top = (width - side) / 2, (height - side) / 2
-  if (width, height) != (size, size):  # PIL's resample at scale 1 would copy it anyway
-    img = img.resize((size, size), Image.Resampling.BICUBIC,
-                     box=(left, top, left + side, top + side))
+  w, h = img.size
+  if w * height > h * width:  # wider than the output: crop the sides
+    box_w, box_h = h * width / height, float(h)
+  else:  # narrower (or the same shape): crop top and bottom
+    box_w, box_h = float(w), w * height / width
+  left, top = (w - box_w) / 2, (h - box_h) / 2
+  if (w, h) != (width, height):  # PIL's resample at scale 1 would copy it anyway
+    img = img.resize((width, height), Image.Resampling.BICUBIC,
+                     box=(left, top, left + box_w, top + box_h))
   array = np.asarray(img, dtype=np.uint8)
   return array[..., None] if channels == 1 else array
 
@@ -149,12 +159,13 @@ def _sample_indices(n: int, fraction: float, seed: int) -> np.ndarray:
 class _SkippingSource:
   """Random access over items that may fail to decode; see the module docstring."""
 
-  def __init__(self, size: int, channels: int):
+  def __init__(self, size: int, channels: int, width: int | None = None):
     if size < 1:
       raise ValueError(f"size must be positive, got {size}.")
     if channels not in (1, 3):
       raise ValueError(f"channels must be 1 or 3, got {channels}.")
     self.size = int(size)
+    self.width = self.size if width is None else int(width)
     self.channels = int(channels)
 
   def __len__(self) -> int:
@@ -200,7 +211,7 @@ class _SkippingSource:
 class ImageFolderSource(_SkippingSource):
   """Grain random-access source over image files.
 
-  Item ``i`` is ``{"image": uint8 (size, size, channels), "skipped": int32}``:
+  Item ``i`` is ``{"image": uint8 (size, width, channels), "skipped": int32}``:
   the ``i``-th file (sorted order) after `load_image`, or, if it cannot be
   read, the next readable file (wrapping round), with ``skipped`` counting the
   files passed over. A warning names each unreadable file.
@@ -208,17 +219,21 @@ class ImageFolderSource(_SkippingSource):
   Args:
     root_or_paths: a folder (searched recursively, see `list_image_files`) or
       a sequence of file paths.
-    size: output side length.
+    size: output height (and width, unless ``width`` is given).
     channels: 3 (RGB) or 1 (grayscale).
     fraction: keep this random fraction of the files (at least one); the
       lesson trains WGAN on 10% of LSUN. The sample depends only on ``seed``
       and the file list.
     seed: seed of that sample.
+    width: output width (`fit_frame`); default ``size``.
+    rows: only these files of the sorted list (a split, `split_rows`); ``fraction``
+      then samples among them.
   """
 
   def __init__(self, root_or_paths: str | os.PathLike | Sequence[str | os.PathLike],
-               size: int, channels: int = 3, fraction: float = 1.0, seed: int = 0):
-    super().__init__(size, channels)
+               size: int, channels: int = 3, fraction: float = 1.0, seed: int = 0,
+               width: int | None = None, rows: np.ndarray | None = None):
+    super().__init__(size, channels, width)
     if isinstance(root_or_paths, (str, os.PathLike)):
       self.root = os.fspath(root_or_paths)
       paths = list_image_files(self.root)
@@ -227,6 +242,9 @@ class ImageFolderSource(_SkippingSource):
       self.root = None
       if not paths:
         raise ValueError("ImageFolderSource got an empty list of paths.")
+    self.num_files = len(paths)
+    if rows is not None:
+      paths = [paths[int(r)] for r in rows]
     keep = _sample_indices(len(paths), fraction, seed)
     self.paths = [paths[k] for k in keep]
 
@@ -234,7 +252,7 @@ class ImageFolderSource(_SkippingSource):
     return len(self.paths)
 
   def _load(self, index: int) -> np.ndarray:
-    return load_image(self.paths[index], self.size, self.channels)
+    return load_image(self.paths[index], self.size, self.channels, self.width)
 
   def _describe(self, index: int) -> str:
     return self.paths[index]
@@ -310,6 +328,19 @@ def zip_members(path: str, folder: str) -> list[str]:
                 and os.path.basename(os.path.dirname(n)) == folder)
 
 
+def split_rows(num_items: int, heldout_fraction: float, seed: int):
+  """A fixed split of a data set's items: ``(training rows, held-out rows)``, each sorted.
+
+  As fastai 0.7's ``get_cv_idxs`` holds out a validation set (``int(fraction · n)``
+  rows of a seeded permutation), here over an LMDB's key order or a folder's sorted file
+  list; fastai's own split (its permutation of its CSV's order) cannot be recovered, so
+  the proportions are the lesson's, not the images.
+  """
+  heldout = int(heldout_fraction * num_items)
+  order = np.random.default_rng(seed).permutation(num_items)
+  return np.sort(order[heldout:]), np.sort(order[:heldout])
+
+
 def _import_lmdb():
   try:
     import lmdb  # pylint: disable=g-import-not-at-top
@@ -355,14 +386,17 @@ class LmdbSource(_SkippingSource):
   Args:
     path: the LMDB folder (holding data.mdb), e.g. ``bedroom_train_lmdb``, or
       the data file itself.
-    size, channels, fraction, seed: as for `ImageFolderSource`.
+    size, channels, fraction, seed, width: as for `ImageFolderSource`.
     cache_dir: where the key list is cached; default ``~/.cache/jaxgan``.
+    rows: only these rows of the key list (a split, `split_rows`); ``fraction`` then
+      samples among them.
   """
 
   def __init__(self, path: str | os.PathLike, size: int, channels: int = 3,
                fraction: float = 1.0, seed: int = 0,
-               cache_dir: str | os.PathLike | None = None):
-    super().__init__(size, channels)
+               cache_dir: str | os.PathLike | None = None, width: int | None = None,
+               rows: np.ndarray | None = None):
+    super().__init__(size, channels, width)
     self.path = os.path.abspath(os.fspath(path))
     if not os.path.exists(_lmdb_data_file(self.path)):
       raise FileNotFoundError(f"No LMDB database at {self.path!r}. {_LSUN_HINT}")
@@ -376,8 +410,21 @@ class LmdbSource(_SkippingSource):
     if n == 0:
       raise ValueError(f"LMDB database {self.path!r} is empty.")
     # None = all keys: spares pickling a 3M-entry index array to every worker.
-    self.indices = None if fraction == 1.0 else _sample_indices(n, fraction, seed)
+    self.indices = None if rows is None else np.asarray(rows, np.int64)
+    if fraction != 1.0:
+      base = np.arange(n) if self.indices is None else self.indices
+      self.indices = base[_sample_indices(len(base), fraction, seed)]
     self._len = n if self.indices is None else len(self.indices)
+
+  @property
+  def num_keys(self) -> int:
+    """Keys in the whole database (a split's rows index them)."""
+    return len(self._key_array())
+
+  def keys(self, rows) -> list[bytes]:
+    """The database keys at ``rows`` of the key list."""
+    keys = self._key_array()
+    return [bytes(keys[int(r)])[:-1] for r in rows]
 
   def _open(self):
     if self._env is None:
@@ -431,7 +478,7 @@ class LmdbSource(_SkippingSource):
       value = txn.get(key)
     if value is None:
       raise KeyError(f"key {key!r} is listed but missing (stale key cache?)")
-    return load_image(value, self.size, self.channels)
+    return load_image(value, self.size, self.channels, self.width)
 
   def _describe(self, index: int) -> str:
     return f"{self.path} [key {self._key(index)!r}]"
@@ -541,3 +588,39 @@ def rows_from(source, batch_size: int, *, seed: int, num_workers: int = 0,
                              shard_count=jax.process_count()):
       yield batch["image"], int(np.sum(batch["skipped"]))
   return rows
+
+
+def split_source(data, size: int, seed: int, split: str, width: int | None = None):
+  """The images a WGAN config's ``data`` names (an image folder or an LSUN LMDB), as a
+  source of one side of its fixed split.
+
+  With ``data.heldout_fraction`` > 0 the items are split once (`split_rows`, seeded by
+  ``data.split_seed``): ``split="train"`` gives the training rows (a ``data.fraction``
+  sample of them, seeded by ``seed``), ``"heldout"`` the rest; with 0 there is no split
+  and ``"train"`` is every item.
+
+  Raises:
+    ValueError: ``"heldout"`` without a split.
+  """
+  lsun = data.source == "lsun"
+  if lsun:
+    make = lambda **kw: LmdbSource(data.path, size, data.channels, seed=seed,
+                                   cache_dir=data.cache_dir or None, width=width, **kw)
+    total = make().num_keys
+  else:
+    make = lambda **kw: ImageFolderSource(data.path, size, data.channels, seed=seed,
+                                          width=width, **kw)
+    total = len(list_image_files(data.path))
+  if data.heldout_fraction <= 0:
+    if split == "heldout":
+      raise ValueError(f"{data.path} has no held-out split (data.heldout_fraction=0): set "
+                       "--config.data.heldout_fraction=0.2, or --config.eval.heldout=PATH.")
+    return make(fraction=data.fraction)
+  train_rows, heldout_rows = split_rows(total, data.heldout_fraction, data.split_seed)
+  if split == "train":
+    return make(fraction=data.fraction, rows=train_rows)
+  if not len(heldout_rows):
+    raise ValueError(f"{data.path}'s {total} images leave none held out at "
+                     f"data.heldout_fraction={data.heldout_fraction}: raise it, or set "
+                     "--config.eval.heldout=PATH.")
+  return make(rows=heldout_rows)

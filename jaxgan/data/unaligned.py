@@ -35,7 +35,7 @@ from PIL import Image
 from jaxgan.data import feed, folder
 from jaxgan.data.classification import (FASHION_MNIST_CLASSES, fit_fashion_mnist,
                                         load_fashion_mnist, open_tfds)
-from jaxgan.data.folder import ImageFolderSource, fit_square
+from jaxgan.data.folder import ImageFolderSource, fit_frame
 
 SPLITS = ("trainA", "trainB", "testA", "testB")
 
@@ -70,7 +70,7 @@ def square_of(image: np.ndarray, size: int, channels: int) -> np.ndarray:
   image = np.asarray(image, np.uint8)
   if image.ndim == 3 and image.shape[-1] == 1:
     image = image[..., 0]
-  return fit_square(Image.fromarray(image), size, channels)
+  return fit_frame(Image.fromarray(image), size, size, channels)
 
 
 class ArraySource:

@@ -2,8 +2,9 @@
 samples and of a CycleGAN's translations, and the hooks that record them during training.
 
 A WGAN's samples are compared with its training images (the reference) and placed between
-a floor, held-out real images (Fashion-MNIST's test split; for folders and LSUN the
-``eval.heldout`` images), and a ceiling, noise (`jaxgan.evaluation.report.Reference`).
+a floor, held-out real images (Fashion-MNIST's test split; for folders and LSUN the images
+the run's split holds out, or ``eval.heldout``'s), and a ceiling, noise
+(`jaxgan.evaluation.report.Reference`).
 
 A CycleGAN is judged per direction: the translations of the source domain's test images
 against the target domain (its training images as the reference, its test images as the
@@ -18,6 +19,7 @@ sets would collapse, so copies would go unflagged.
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 
@@ -97,8 +99,10 @@ def wgan_real_images(config, split: str, max_images: int = 0,
                      seed: int = 0) -> tuple[np.ndarray, int]:
   """Real images as a WGAN run saw them, and how many the split holds in all.
 
-  ``split``: "train" (the run's data) or "heldout" (Fashion-MNIST's test split, or the
-  ``eval.heldout`` folder / LMDB). ``max_images`` > 0 takes a seeded random subset.
+  ``split``: "train" (the run's training images) or "heldout" (Fashion-MNIST's test
+  split; for folders and LSUN the ``eval.heldout`` folder / LMDB if set, else the images
+  the run's split holds out, `folder.split_source`). ``max_images`` > 0 takes a seeded
+  random subset.
 
   Returns:
     ``(images, total)``: uint8 (N, isize, isize, C), and the split's size.
@@ -107,14 +111,16 @@ def wgan_real_images(config, split: str, max_images: int = 0,
   if d.source == "fashion_mnist":
     images = fashion_mnist_images(isize, "train" if split == "train" else "test", d.data_dir)
     return _subset(images, max_images, seed), len(images)
-  path = d.path if split == "train" else config.eval.heldout
-  if not path:
-    raise ValueError("judging a folder or LSUN run needs real images it never trained on: "
-                     "set --config.eval.heldout=PATH (an image folder, or an LMDB such as "
-                     "LSUN's bedroom_val_lmdb).")
-  is_lmdb = d.source == "lsun" and folder.os.path.exists(folder._lmdb_data_file(path))  # pylint: disable=protected-access
-  source = (folder.LmdbSource(path, isize, d.channels) if is_lmdb
-            else folder.ImageFolderSource(path, isize, d.channels))
+  if split == "heldout" and config.eval.heldout:  # the user's own held-out images
+    lmdb = d.source == "lsun" and os.path.exists(folder._lmdb_data_file(config.eval.heldout))  # pylint: disable=protected-access
+    source = (folder.LmdbSource(config.eval.heldout, isize, d.channels) if lmdb
+              else folder.ImageFolderSource(config.eval.heldout, isize, d.channels))
+  else:  # this side of the run's own split, centre-cropped (fastai's validation crop)
+    try:
+      source = folder.split_source(d, isize, config.seed, split)
+    except ValueError as e:
+      raise ValueError(f"judging a folder or LSUN run needs real images it never trained "
+                       f"on: {e}") from None
   n = len(source) if not max_images else min(max_images, len(source))
   rows = np.sort(np.random.default_rng(seed).choice(len(source), n, replace=False))
   return np.stack([source[int(i)]["image"] for i in rows]), len(source)
@@ -130,7 +136,8 @@ class WGANJudge:
                                                config.seed)
     self.heldout, _ = wgan_real_images(config, "heldout", num_fake, config.seed + 1)
     heldout = ("Fashion-MNIST's test split" if config.data.source == "fashion_mnist"
-               else f"eval.heldout={config.eval.heldout!r}")
+               else f"eval.heldout={config.eval.heldout!r}" if config.eval.heldout
+               else f"the held-out split of {config.data.path}")
     check_heldout(self.train, self.heldout, train_total, what=heldout,
                   fix="set --config.eval.heldout to images the run never trains on.")
     self.reference = report.Reference(judge.extract, self.train, self.heldout, num_fake,

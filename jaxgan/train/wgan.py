@@ -27,6 +27,7 @@ D(fake) (so -Loss_D estimates the Wasserstein distance) and Loss_G = D(G(z)).
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 from typing import Any, NamedTuple
@@ -178,6 +179,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.num_gen_iters <= 0 and config.num_epochs <= 0:
     raise ValueError("set a run length: --config.num_epochs=1 (passes over the data per "
                      "phase) or --config.num_gen_iters=N (generator iterations per phase).")
+  config_lib.non_negative(config, "data.margin")
+  if config.data.source == "fashion_mnist" and config.data.margin:
+    raise ValueError("config.data.margin applies to folder and lsun images: set "
+                     "--config.data.margin=0 for fashion_mnist.")
+  if not 0.0 <= config.data.heldout_fraction < 1.0:
+    raise ValueError(f"config.data.heldout_fraction={config.data.heldout_fraction} must be "
+                     "in [0, 1): e.g. --config.data.heldout_fraction=0.2 (the lesson's).")
   if not 0.0 < config.data.fraction <= 1.0:
     raise ValueError(f"config.data.fraction={config.data.fraction} must be in (0, 1]: e.g. "
                      "--config.data.fraction=0.1 for a 10% sample.")
@@ -277,9 +285,13 @@ def load_data(data: ml_collections.ConfigDict, isize: int, batch_size: int, seed
     (`feed.StreamedFeed`); unreadable files are skipped and counted.
 
   Either way real batch k is a pure function of (seed, k): the stream position, one
-  integer in the state, says where a resumed run continues. Folder and LMDB images are centre-cropped and resized straight to ``isize`` (the lesson
-  reads LSUN at 128 and resizes to 64; one antialiased resize to 64 gives the same picture
-  without the intermediate step).
+  integer in the state, says where a resumed run continues. Folder and LMDB images: with
+  ``data.heldout_fraction`` a fixed split (`folder.split_source`) keeps part of them for
+  evaluation, never trained on, as fastai held out 20% of the lesson's LSUN; each image
+  is scaled to cover ``isize`` × (``isize`` + ``data.margin``) and centre-cropped to it in
+  one antialiased resize (the lesson read LSUN at 128, then resized to 64), and the
+  critic's program takes a random ``isize`` × ``isize`` window of it (`critic_step`), as
+  fastai's training transform scales the short side and crops at random.
 
   Raises:
     FileNotFoundError / ValueError: a missing or empty folder or database, with the fix.
@@ -305,11 +317,9 @@ def load_data(data: ml_collections.ConfigDict, isize: int, batch_size: int, seed
   if not data.path:
     raise ValueError(f"config.data.path is empty: {_source_hint(data.source)}.")
   try:
-    if data.source == "folder":
-      source = folder.ImageFolderSource(data.path, isize, data.channels, data.fraction, seed)
-    else:
-      source = folder.LmdbSource(data.path, isize, data.channels, data.fraction, seed,
-                                 cache_dir=data.cache_dir or None)
+    # Stored isize × (isize + margin): the random crop to isize × isize happens in the
+    # critic's program (`critic_step`), so batch k stays a function of (seed, k).
+    source = folder.split_source(data, isize, seed, "train", width=isize + data.margin)
     source.check_readable()
   except (FileNotFoundError, ValueError) as e:
     # Same type, plus the config flag to change.
@@ -319,6 +329,25 @@ def load_data(data: ml_collections.ConfigDict, isize: int, batch_size: int, seed
   # Batches straddle epochs (make_loader), so an epoch is N / B batches, at least one.
   return ImageData(feed_lib.StreamedFeed(loader, mesh, data.prefetch), len(source),
                    max(1, len(source) // batch_size))
+
+
+def record_heldout(workdir: str, data) -> None:
+  """Writes which images a folder or LSUN run holds out: ``WORKDIR/heldout.json`` and the
+  held-out LMDB keys or file paths, one a line, in ``WORKDIR/heldout.txt``."""
+  if data.source == "fashion_mnist" or data.heldout_fraction <= 0 or jax.process_index():
+    return
+  source = folder.split_source(data, size=1, seed=0, split="heldout")  # nothing decoded
+  if isinstance(source, folder.LmdbSource):
+    items = [k.decode("utf-8", "backslashreplace") for k in source.keys(source.indices)]
+  else:
+    items = [os.path.relpath(p, data.path) for p in source.paths]
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "heldout.txt"), "w") as f:
+    f.write("\n".join(items) + "\n")
+  with open(os.path.join(workdir, "heldout.json"), "w") as f:
+    json.dump({"source": data.source, "path": data.path, "split_seed": data.split_seed,
+               "heldout_fraction": data.heldout_fraction, "heldout": len(items),
+               "items": "heldout.txt"}, f, indent=2)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -342,10 +371,16 @@ def critic_step(critic_net: NetState, gen_net: NetState, real_u8, key, *, genera
                 batch_sharding):
   """One critic update on one real batch and one fresh fake batch.
 
+  ``real_u8`` (B, isize, isize + margin, C): a batch stored wider than the networks' input
+  gets a random isize × isize window per image, from ``key``.
+
   Returns the new critic, the generator's new BatchNorm statistics (the lesson's generator
   is in train mode while it makes fakes) and the step's numbers.
   """
   noise_key, eps_key = jax.random.split(key)
+  isize = real_u8.shape[1]
+  if real_u8.shape[2] > isize:  # stored with a margin: fastai's random crop, here
+    real_u8 = augment.random_crop(jax.random.fold_in(key, 0xC409), real_u8, isize)
   params = critic_net.params
   if loss == "wgan":
     # The lesson clamps *before* the update, so the update itself may carry weights up to
@@ -617,6 +652,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # The judge first: a missing one is an error before any data is read.
   judge = judges.load_judge(config.eval.judge) if config.eval.judge else None
   data = load_data(config.data, config.model.isize, config.batch_size, config.seed, mesh)
+  record_heldout(workdir, config.data)
   plan = schedule(config, data.steps_per_epoch)
   programs = make_programs(config, mesh, data.feed)
   task = make_task(config, mesh, data.feed, programs, plan, data.steps_per_epoch)
