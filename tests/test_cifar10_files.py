@@ -101,10 +101,12 @@ print("CIFAR10-OK", record["test_accuracy"])
 """
 
 
-def test_the_cifar10_variant_trains_from_the_tarball_without_tensorflow(tmp_path):
-  _, tarball = write_official(tmp_path)
+@pytest.mark.parametrize("form", ["tarball", "folder"])
+def test_the_cifar10_variant_trains_from_its_files_without_tensorflow(form, tmp_path):
+  folder, tarball = write_official(tmp_path)
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]))
-  result = subprocess.run([sys.executable, "-c", CIFAR10_FROM_THE_TARBALL, str(tarball),
+  data_dir = tarball if form == "tarball" else folder
+  result = subprocess.run([sys.executable, "-c", CIFAR10_FROM_THE_TARBALL, str(data_dir),
                            str(tmp_path / "run")], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
