@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
+from conftest import needs_fashion_mnist
 from jaxgan.evaluation import distances, scores
 
 EPS = np.finfo(np.float64).eps
@@ -273,3 +274,39 @@ def test_class_coverage_uniform_covers_every_class():
 def test_class_coverage_threshold_is_inclusive():
   labels = np.concatenate([np.zeros(97, int), [1, 1, 2]])  # class 1 at 2%, class 2 at 1%
   assert scores.class_coverage(one_hot_probs(labels, 3, 0.8)).covered == 2
+
+
+def test_aligned_distance_is_zero_for_a_shifted_or_mirrored_copy():
+  rng = np.random.default_rng(0)
+  train = np.zeros((30, 16, 16, 1), np.uint8)
+  train[:, 3:13, 3:13] = rng.integers(1, 256, (30, 10, 10, 1))  # content in a black frame
+  copies = np.stack([np.roll(train[3], (2, -1), axis=(0, 1)), train[7][:, ::-1],
+                     np.roll(train[11][:, ::-1], (-2, 2), axis=(0, 1))])
+  d, idx = scores.aligned_nearest(copies, train)
+  np.testing.assert_array_equal(idx, [3, 7, 11])
+  np.testing.assert_allclose(d, 0, atol=1e-6)
+  assert scores.aligned_nearest(train[:1], train[1:])[0][0] > 100  # others are far
+
+
+@needs_fashion_mnist
+def test_pixel_memorisation_flags_shifted_and_mirrored_copies_and_few_real_images():
+  from jaxgan.data import classification
+  from jaxgan.evaluation import report
+  train = classification.fashion_mnist_images(32, "train", max_images=4000)
+  heldout = classification.fashion_mnist_images(32, "test", max_images=1200)
+  rng = np.random.default_rng(0)
+  rows = rng.choice(len(train), 200, replace=False)
+  shifts = rng.integers(-2, 3, (200, 2))
+  copies = np.stack([np.roll(train[r], tuple(s), axis=(0, 1)) for r, s in zip(rows, shifts)])
+  copies[100:] = copies[100:, :, ::-1]  # half of them mirrored too
+  pixels = lambda x: (x.reshape(len(x), -1).astype(np.float32), None)
+  judged = report.Reference(pixels, train, heldout, len(copies), seed=0, fd_bootstrap=2,
+                            kid_subsets=2, kid_subset_size=100)
+  got = judged.score(copies)
+  assert got["memorisation_pixels"]["value"] >= 0.95
+  # Held-out images that did not set the thresholds: the false alarms of a generator
+  # that copies nothing, at most 2% (1% is where the threshold sits).
+  assert got["memorisation_pixels"]["floor"] <= 0.02
+  assert got["memorisation"]["floor"] <= 0.02
+  fresh = judged.score(classification.fashion_mnist_images(32, "test")[5000:5200])
+  assert fresh["memorisation_pixels"]["value"] <= 0.03  # real images it never saw

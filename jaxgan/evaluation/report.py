@@ -93,9 +93,11 @@ def quality_report(extractor: Extractor, fake, train, heldout, *, seed: int = 0,
   ``train`` exactly as ``fake`` is. FD is biased upwards by about 1/N, so pass as
   many held-out images as fakes for a fair floor. Precision and recall use a
   fixed random subset of the training features of ``len(fake)`` rows as the real
-  set (the method wants equal sizes). The memorisation threshold is the
-  ``percentile`` of held-out distances, so its floor is about percentile / 100 by
-  construction.
+  set (the method wants equal sizes). The memorisation thresholds are the
+  ``percentile`` of one half of the held-out images' distances to the training set, and
+  the memorisation floors the share of the other half below them: the false alarms a
+  generator that copies nothing would raise. Pixel memorisation counts near-copies too:
+  shifts of up to 2 pixels and mirror images (`scores.aligned_nearest`).
 
   Args:
     extractor: see the module docstring.
@@ -146,17 +148,30 @@ class Reference:
     pr_rows = rng.choice(len(train), min(len(train), num_fake), replace=False)
     ref["pr_features"] = train_features[np.sort(pr_rows)]
     heldout_features, heldout_probs = _extract(extractor, heldout, "heldout")
-    ref["threshold"] = scores.memorisation_threshold(train_features, heldout_features,
-                                                     percentile)
+    # The memorisation thresholds come from one half of the held-out images and their
+    # floor from the other: measured on the half that set it, a threshold at the 1st
+    # percentile flags 1% by construction; the other half shows the real false alarms.
+    order = rng.permutation(len(heldout))
+    calibrate, check = ((np.sort(order[:len(order) // 2]), np.sort(order[len(order) // 2:]))
+                        if len(heldout) >= 2 else (order, order))
+    ref["threshold"] = scores.memorisation_threshold(train_features,
+                                                     heldout_features[calibrate], percentile)
     if pixel_memorisation:
       if heldout.shape[1:] != train.shape[1:]:
         raise ValueError("Pixel memorisation needs train and heldout of one image shape.")
-      ref["pixels"] = scores.flatten_pixels(train)
-      ref["pixel_threshold"] = scores.memorisation_threshold(
-          ref["pixels"], scores.flatten_pixels(heldout), percentile)
+      ref["pixels"] = train
+      ref["pixel_threshold"] = float(np.percentile(
+          scores.aligned_nearest(heldout[calibrate], train)[0], percentile))
     self.ref = ref
     noise = rng.integers(0, 256, (num_fake, *self.image_shape), dtype=np.uint8)
-    self.floor = self._measure(heldout_features, heldout_probs, heldout)
+    self.floor = _scores_of(heldout_features, heldout_probs, None, ref, **self.options)
+    mem = scores.memorisation(heldout_features[check], train_features,
+                              threshold=ref["threshold"])
+    self.floor["memorisation"] = (mem.share, mem.spread)
+    if pixel_memorisation:
+      mem = scores.memorisation_pixels(heldout[check], train,
+                                       threshold=ref["pixel_threshold"])
+      self.floor["memorisation_pixels"] = (mem.share, mem.spread)
     self.ceiling = self._measure(*_extract(extractor, noise, "ceiling"), noise)
 
   def _measure(self, features, probs, images):

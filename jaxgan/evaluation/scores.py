@@ -263,10 +263,82 @@ def flatten_pixels(images) -> np.ndarray:
   return images.reshape(len(images), -1)
 
 
-def memorisation_pixels(samples, train, heldout=None, **kwargs) -> Memorisation:
-  """`memorisation` on raw pixels: images (N, H, W, C) of one size; distances in pixel units."""
-  return memorisation(flatten_pixels(samples), flatten_pixels(train),
-                      None if heldout is None else flatten_pixels(heldout), **kwargs)
+def _pooled(windows, factor: int) -> np.ndarray:
+  """(N, h, w, C) → (N, h/f · w/f · C) box averages: what `aligned_nearest` retrieves
+  candidates by, cheaply."""
+  n, h, w, c = windows.shape
+  h, w = h - h % factor, w - w % factor
+  x = np.asarray(windows[:, :h, :w], np.float32).reshape(n, h // factor, factor,
+                                                          w // factor, factor, c)
+  return x.mean(axis=(2, 4)).reshape(n, -1)
+
+
+def aligned_nearest(queries, train, *, max_shift: int = 2, candidates: int = 4,
+                    pool: int = 4, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+  """Each query image's pixel distance to its nearest training image, up to a shift of
+  ``max_shift`` pixels either way and a left-right mirror.
+
+  Distances are measured on the central (H − 2s) × (W − 2s) window, so that no shift
+  reads outside an image; s is ``max_shift``, or less for images under 16 pixels a side,
+  so that the window keeps at least three quarters of each side. For each of the 2 (2s + 1)² shifted and mirrored versions of a
+  query, box-averaged windows (``pool`` × ``pool``) pick its ``candidates`` nearest
+  training images, and the exact distance to each is taken in that alignment: an exact
+  copy in any alignment is found at distance 0.
+
+  Args:
+    queries, train: images (N, H, W, C) of one shape, any dtype (pixel units kept).
+
+  Returns:
+    ``(distances (N,), nearest training index (N,))``.
+  """
+  queries, train = np.asarray(queries), np.asarray(train)
+  h, w = train.shape[1:3]
+  s = min(max_shift, min(h, w) // 8)
+  centre = lambda x: np.asarray(x[:, s:h - s, s:w - s], np.float32)
+  train_windows = centre(train)
+  pooled = _pooled(train_windows, pool)
+  flat = train_windows.reshape(len(train), -1)
+  norms = np.einsum("nd,nd->n", flat, flat)
+  k = min(candidates, len(train))
+  out_d = np.full(len(queries), np.inf)
+  out_i = np.zeros(len(queries), np.int64)
+  for start in range(0, len(queries), block):
+    chunk = queries[start:start + block]
+    rows = np.arange(start, start + len(chunk))
+    for view in (chunk, chunk[:, :, ::-1]):
+      for dy in range(-s, s + 1):
+        for dx in range(-s, s + 1):
+          q = centre(np.roll(view, (dy, dx), axis=(1, 2)))
+          _, found = distances.nearest_neighbours(_pooled(q, pool), pooled, k)
+          q = q.reshape(len(q), -1)
+          d2 = (np.einsum("nd,nd->n", q, q)[:, None]
+                - 2 * np.einsum("nd,nkd->nk", q, flat[found]) + norms[found])
+          j = d2.argmin(axis=1)
+          best = np.sqrt(np.maximum(d2[np.arange(len(q)), j], 0))
+          better = best < out_d[rows]
+          out_d[rows[better]] = best[better]
+          out_i[rows[better]] = found[np.arange(len(q)), j][better]
+  return out_d, out_i
+
+
+def memorisation_pixels(samples, train, heldout=None, *, percentile: float = 1.0,
+                        threshold: float | None = None, max_shift: int = 2) -> Memorisation:
+  """`memorisation` on raw pixels, catching near-copies: a sample counts as a copy when
+  it is nearer to a training image, up to a shift of ``max_shift`` pixels and a mirror
+  (`aligned_nearest`), than the ``percentile`` of held-out real images are.
+
+  Args:
+    samples, train, heldout: images (N, H, W, C) of one size; distances in pixel units.
+    percentile, threshold: as for `memorisation`.
+  """
+  if (heldout is None) == (threshold is None):
+    raise ValueError("Pass exactly one of heldout and threshold.")
+  if threshold is None:
+    threshold = float(np.percentile(aligned_nearest(heldout, train, max_shift=max_shift)[0],
+                                    percentile))
+  d, idx = aligned_nearest(samples, train, max_shift=max_shift)
+  share = float((d < threshold).mean())
+  return Memorisation(share, _proportion_spread(share, len(d)), float(threshold), d, idx)
 
 
 # ----------------------------------------------------------------------------- class coverage
