@@ -25,6 +25,8 @@ flags.DEFINE_string("workdir", None, "The run's folder: config.json, metrics, sa
 flags.DEFINE_integer("step", None, "Checkpoint step to use (default: the newest).")
 flags.DEFINE_integer("seed", 0, "Seed of the noise that draws samples.")
 flags.DEFINE_integer("num", None, "How many images (sample: 64; evaluate: 2000).")
+flags.DEFINE_boolean("raw_weights", False, "sample, evaluate, translate: use the weights "
+                     "training updated, not their average (for runs with ema_decay > 0).")
 flags.DEFINE_string("out", None, "File to write (sample: samples.png; evaluate: "
                     "WORKDIR/evaluation.json).")
 FLAGS = flags.FLAGS

@@ -48,10 +48,12 @@ def run_kind(workdir: str) -> str:
 
 
 def evaluate_wgan(workdir: str, judge: judges.Judge, num: int, seed: int = 0,
-                  step: int | None = None) -> dict:
+                  step: int | None = None, raw: bool = False) -> dict:
   run = runs.restore(workdir, "wgan", step=step)
   z = jax.random.normal(jax.random.PRNGKey(seed), (num, run.config.model.nz))
-  fakes = wgan.samples(wgan.generator_fn(run.config), run.state.generator, z)
+  print(f"{workdir}: step {run.step}, {wgan.weights_used(run.config, raw)}", flush=True)
+  fakes = wgan.samples(wgan.generator_fn(run.config), wgan.sampling_fn(run.config, raw)(
+      run.state), z)
   judged = judged_runs.WGANJudge(run.config, judge, num, pixel_memorisation=True)
   scores = judged.score(fakes)
   report.save_nearest_neighbours(os.path.join(workdir, "nearest_training_images.png"),
@@ -84,13 +86,13 @@ def evaluate_folders(real_dir: str, fake_dir: str, judge: judges.Judge, size: in
 def evaluate(judge_spec: str, workdir: str | None = None, real: str | None = None,
              fake: str | None = None, num: int = 2000, seed: int = 0,
              step: int | None = None, size: int = 64, channels: int = 3,
-             out: str | None = None) -> dict:
+             out: str | None = None, raw: bool = False) -> dict:
   """Judges a run (or two folders); writes and returns ``{"judge":, set: {metric: {...}}}``."""
   if workdir:
     kind = run_kind(workdir)  # before the judge: the wrong folder is the likelier mistake
     judge = judges.load_judge(judge_spec)
     if kind == "wgan":
-      results = evaluate_wgan(workdir, judge, num, seed, step)
+      results = evaluate_wgan(workdir, judge, num, seed, step, raw)
     else:
       results = evaluate_cyclegan(workdir, judge, num, step)
   elif real and fake:
@@ -99,6 +101,8 @@ def evaluate(judge_spec: str, workdir: str | None = None, real: str | None = Non
   else:
     raise ValueError("give --workdir (a GAN run), or --real and --fake (two image folders).")
   document = {"judge": judge_spec, **results}
+  if workdir and kind == "wgan":
+    document["weights"] = wgan.weights_used(config_lib.read_config(workdir), raw)
   out = out or os.path.join(workdir or ".", "evaluation.json")
   with open(out, "w") as f:
     json.dump(document, f, indent=2)
@@ -115,7 +119,7 @@ def main(argv):
   # --num: WGAN samples to judge; CycleGAN test images per direction (0: all).
   num = 2000 if FLAGS.num is None else FLAGS.num
   evaluate(FLAGS.judge, FLAGS.workdir, FLAGS.real, FLAGS.fake, num, FLAGS.seed,
-           FLAGS.step, FLAGS.size, FLAGS.channels, FLAGS.out)
+           FLAGS.step, FLAGS.size, FLAGS.channels, FLAGS.out, FLAGS.raw_weights)
 
 
 if __name__ == "__main__":

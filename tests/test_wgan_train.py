@@ -413,3 +413,70 @@ def test_two_devices_train_like_one():
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-4000:]
   assert "PARALLEL-OK" in result.stdout
+
+
+# ----------------------------------------------------------------------------- averaged generator
+
+def test_ema_warms_up_then_settles_at_its_decay():
+  average, params = {"w": jnp.zeros(2)}, {"w": jnp.ones(2)}
+  for step, decay_t in ((0, 0.1), (1, 2 / 11), (88, 0.9), (5000, 0.9)):
+    got = wgan.ema_update(average, params, 0.9, step)["w"]
+    np.testing.assert_allclose(got, 1 - decay_t, rtol=1e-6)  # decay_t * 0 + (1 - decay_t) * 1
+
+
+def test_the_average_follows_every_generator_update_and_resumes_bit_for_bit(tmp_path):
+  config = smoke_config(ema_decay=0.9)
+  mesh = parallel.make_mesh()
+  programs = wgan.make_programs(config, mesh)
+  state = wgan.initial_state(config, mesh)
+  expected = jax.device_get(state.generator.params)
+  np.testing.assert_array_equal(jax.tree.leaves(expected)[0],
+                                jax.device_get(jax.tree.leaves(state.generator_ema)[0]))
+  for t in range(3):
+    state, _ = _iteration(programs, state, _random_block(config, mesh, 2, seed=t))
+    decay_t = min(0.9, (1 + t) / (10 + t))
+    expected = jax.tree.map(lambda e, p: decay_t * e + (1 - decay_t) * p, expected,
+                            jax.device_get(state.generator.params))
+  for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(jax.device_get(
+      state.generator_ema))):
+    np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-7)
+  assert not np.allclose(jax.tree.leaves(expected)[0],
+                         jax.device_get(jax.tree.leaves(state.generator.params)[0]))
+  # Stopped and resumed, a run with an average ends exactly as one never stopped.
+  if not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"):
+    return
+  config = smoke_config(ema_decay=0.999)
+  wgan.train_and_evaluate(config, str(tmp_path / "straight"))
+  wgan.train_and_evaluate(override(smoke_config(ema_decay=0.999), stop_after_gen_iters=3),
+                          str(tmp_path / "resumed"))
+  wgan.train_and_evaluate(config, str(tmp_path / "resumed"))
+  a, b = final_state(str(tmp_path / "straight")), final_state(str(tmp_path / "resumed"))
+  assert a.generator_ema is not None
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  # Sampling takes the average unless asked for the raw weights.
+  averaged = wgan.sample(str(tmp_path / "straight"), num=4)
+  assert not np.array_equal(averaged, wgan.sample(str(tmp_path / "straight"), 4, raw=True))
+
+
+def test_the_averaged_generator_uses_batchnorm_statistics_measured_with_its_weights():
+  config = smoke_config(ema_decay=0.999)
+  mesh = parallel.make_mesh()
+  state = wgan.initial_state(config, mesh)
+  # An average that differs from the raw weights, and stale running statistics.
+  state = state.replace(generator_ema=jax.tree.map(lambda p: 1.5 * p,
+                                                   state.generator.params))
+  net = wgan.sampling_fn(config)(state)
+  generator, _ = wgan.build_models(config)
+  z = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x57A7),
+                        (wgan.STATISTICS_SAMPLES, config.model.nz))
+  # Measured on those very noise vectors, eval mode reproduces train mode on them.
+  evaluated = generator.apply({"params": net.params, "batch_stats": net.batch_stats}, z,
+                              train=False)
+  trained, _ = generator.apply({"params": net.params, "batch_stats": net.batch_stats}, z,
+                               train=True, mutable=["batch_stats"])
+  np.testing.assert_allclose(evaluated, trained, atol=2e-5)
+  raw = wgan.sampling_fn(config, raw=True)(state)
+  assert raw is not None and not np.allclose(
+      jax.tree.leaves(raw.batch_stats)[0], jax.tree.leaves(net.batch_stats)[0])
+  assert "averaged" in wgan.weights_used(config) and "raw" in wgan.weights_used(config, True)

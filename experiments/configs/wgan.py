@@ -108,6 +108,9 @@ def get_config(variant: str = "lsun") -> ml_collections.ConfigDict:
   c.second_phase = True  # the lesson's second pass at lr * second_phase_lr_factor
   c.second_phase_lr_factor = 0.1
   c.precision = "bf16"  # fp32 | bf16
+  # > 0: keep an exponential moving average of the generator's weights (with a warm-up),
+  # which galleries, evaluation and experiments.sample then use (jaxgan.train.wgan).
+  c.ema_decay = 0.0
   c.seed = 0
   c.num_samples = 64  # the gallery: 8 x 8 on fixed noise
   c.log_every = 100  # generator iterations

@@ -65,11 +65,12 @@ def check_isize(isize: int, name: str = "isize", flag: str | None = None) -> Non
         f"{fix}.")
 
 
-def _batch_norm(train: bool, dtype: Dtype, param_dtype: Dtype, name: str) -> layers.BatchNorm:
+def _batch_norm(train: bool, dtype: Dtype, param_dtype: Dtype, name: str,
+                momentum: float = 0.9) -> layers.BatchNorm:
   # PyTorch's BatchNorm2d default momentum 0.1 is Flax's momentum 0.9 (Flax weighs the
   # old running value). Two-pass variance, as PyTorch computes it: post-ReLU activations
   # have a large mean, where E[x^2] - E[x]^2 loses precision.
-  return layers.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+  return layers.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
                           use_fast_variance=False, scale_init=bn_scale_init, dtype=dtype,
                           param_dtype=param_dtype, name=name)
 
@@ -114,6 +115,7 @@ class DeconvBlock(nn.Module):
     stride: 1 or 2.
     padding: PyTorch-style padding of the transposed conv.
     upsample: None, 'nearest' or 'bilinear'; see ``_UpConv``.
+    bn_momentum: Flax momentum of the running statistics (0.9: PyTorch's 0.1).
     dtype: Computation dtype.
     param_dtype: Parameter dtype.
   """
@@ -122,6 +124,7 @@ class DeconvBlock(nn.Module):
   stride: int
   padding: int
   upsample: str | None = None
+  bn_momentum: float = 0.9
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -130,7 +133,7 @@ class DeconvBlock(nn.Module):
     x = _UpConv(self.features, self.kernel_size, self.stride, self.padding, self.upsample,
                 dtype=self.dtype, param_dtype=self.param_dtype, name="up")(x)
     x = nn.relu(x)
-    return _batch_norm(train, self.dtype, self.param_dtype, "bn")(x)
+    return _batch_norm(train, self.dtype, self.param_dtype, "bn", self.bn_momentum)(x)
 
 
 class DCGANGenerator(nn.Module):
@@ -145,6 +148,9 @@ class DCGANGenerator(nn.Module):
     upsample: None for transposed convs (the lesson), or 'nearest' / 'bilinear' to
       replace each stride-2 transposed conv by resize x2 + 3x3 conv. The first
       1x1 -> 4x4 block stays a transposed conv: there is nothing to resize there.
+    bn_momentum: Flax momentum of the BatchNorm running statistics (0.9, PyTorch's
+      0.1); 0 makes one train-mode call store that batch's statistics (an averaged
+      generator's statistics are measured so).
     dtype: Computation dtype; the output is float32 regardless.
     param_dtype: Parameter dtype.
   """
@@ -154,6 +160,7 @@ class DCGANGenerator(nn.Module):
   ngf: int = 64
   n_extra_layers: int = 1
   upsample: str | None = None
+  bn_momentum: float = 0.9
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -192,6 +199,7 @@ class DCGANGenerator(nn.Module):
       tisize *= 2
 
     # 1x1 -> 4x4: a 4x4 'VALID' transposed conv (PyTorch k4 s1 p0).
+    kw["bn_momentum"] = self.bn_momentum
     x = DeconvBlock(cngf, 4, 1, 0, name="initial", **kw)(x, train)
     csize, i = 4, 0
     while csize < self.isize // 2:
@@ -201,7 +209,8 @@ class DCGANGenerator(nn.Module):
       i += 1
     for j in range(self.n_extra_layers):
       x = DeconvBlock(cngf, 3, 1, 1, name=f"extra_{j}", **kw)(x, train)
-    x = _UpConv(self.nc, 4, 2, 1, self.upsample, name="final", **kw)(x)
+    x = _UpConv(self.nc, 4, 2, 1, self.upsample, name="final", dtype=self.dtype,
+                param_dtype=self.param_dtype)(x)
     # tanh in float32: a bf16 tanh near +-1 quantises the brightest/darkest pixels.
     return jnp.tanh(x.astype(jnp.float32))
 

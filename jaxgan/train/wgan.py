@@ -69,6 +69,7 @@ class WGANState:
   data_position: jax.Array  # real batches consumed since the start: where the data resumes
   rng: jax.Array  # raw uint32 key; each step folds in its own counter
   fixed_noise: jax.Array  # (num_samples, nz): the gallery's noise, fixed for the whole run
+  generator_ema: Any = None  # the generator's parameters averaged (ema_decay > 0), or None
 
 
 # ----------------------------------------------------------------------------- the lesson's rules
@@ -180,6 +181,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError("set a run length: --config.num_epochs=1 (passes over the data per "
                      "phase) or --config.num_gen_iters=N (generator iterations per phase).")
   config_lib.non_negative(config, "data.margin")
+  if not 0.0 <= config.ema_decay < 1.0:
+    raise ValueError(f"config.ema_decay={config.ema_decay} must be in [0, 1): e.g. "
+                     "--config.ema_decay=0.999, or 0 to keep no average.")
   if config.data.source == "fashion_mnist" and config.data.margin:
     raise ValueError("config.data.margin applies to folder and lsun images: set "
                      "--config.data.margin=0 for fashion_mnist.")
@@ -228,7 +232,8 @@ def create_state(config) -> WGANState:
   return WGANState(
       generator=net(g_vars, gen_tx), critic=net(c_vars, critic_tx), phase=zero,
       gen_iters=zero, total_gen_iters=zero, data_position=zero, rng=train_key,
-      fixed_noise=jax.random.normal(noise_key, (config.num_samples, nz), jnp.float32))
+      fixed_noise=jax.random.normal(noise_key, (config.num_samples, nz), jnp.float32),
+      generator_ema=g_vars["params"] if config.ema_decay > 0 else None)
 
 
 def initial_state(config, mesh) -> WGANState:
@@ -452,13 +457,27 @@ def critic_steps(state: WGANState, real_blocks, *, generator, critic, critic_tx,
   return new, {**last, "real_batches": new.data_position}
 
 
+def ema_update(average, params, decay: float, step):
+  """An exponential moving average after ``step`` earlier updates, with a warm-up.
+
+  ``decay_t = min(decay, (1 + t) / (10 + t))``: early on, when the parameters move fast
+  and the average would lag far behind them, it forgets quickly; later it settles at
+  ``decay`` (Yazıcı et al. 2019, "The Unusual Effectiveness of Averaging in GAN
+  Training"; Karras et al. 2018 average the generator likewise). Returns the new average.
+  """
+  t = jnp.asarray(step, jnp.float32)
+  decay_t = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+  return jax.tree.map(lambda a, p: decay_t * a + (1.0 - decay_t) * p.astype(a.dtype),
+                      average, params)
+
+
 def generator_step(state: WGANState, *, generator, critic, gen_tx, batch_size: int, nz: int,
-                   batch_sharding):
+                   batch_sharding, ema_decay: float = 0.0):
   """One generator update to lower critic(G(z)), closing a generator iteration.
 
   Its only input is the state's RNG. As in the lesson the critic runs in train mode
   (batch statistics, running averages updated) with the weights its last update left,
-  unclamped.
+  unclamped. With ``ema_decay`` > 0 the averaged generator follows (`ema_update`).
   """
   gen_net, critic_net = state.generator, state.critic
   key = jax.random.fold_in(jax.random.fold_in(state.rng, 2), state.total_gen_iters)
@@ -473,11 +492,14 @@ def generator_step(state: WGANState, *, generator, critic, gen_tx, batch_size: i
   (loss_g, (gen_batch_stats, critic_batch_stats)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(gen_net.params)
   updates, opt_state = gen_tx.update(grads, gen_net.opt_state, gen_net.params)
+  params = optax.apply_updates(gen_net.params, updates)
   new = state.replace(
-      generator=NetState(optax.apply_updates(gen_net.params, updates), gen_batch_stats,
-                         opt_state),
+      generator=NetState(params, gen_batch_stats, opt_state),
       critic=critic_net.replace(batch_stats=critic_batch_stats),
       gen_iters=state.gen_iters + 1, total_gen_iters=state.total_gen_iters + 1)
+  if state.generator_ema is not None:
+    new = new.replace(generator_ema=ema_update(state.generator_ema, params, ema_decay,
+                                               state.total_gen_iters))
   return new, {"Loss_G": loss_g}
 
 
@@ -492,12 +514,44 @@ def generator_fn(config):
   return ops.jit(functools.partial(generate, generator=build_models(config)[0]))
 
 
+# Noise images the averaged generator's BatchNorm statistics are measured on (8 batches
+# of 64 in one).
+STATISTICS_SAMPLES = 512
+
+
+def sampling_generator(state: WGANState, *, generator, nz: int, seed: int,
+                       raw: bool = False) -> NetState:
+  """The generator samples come from: the averaged one when the run keeps an average
+  (and ``raw`` is False), else the one training updates.
+
+  The averaged weights never ran in training, so the running BatchNorm statistics (those
+  of the raw generator's recent batches) do not describe their activations. They are
+  measured instead, as BigGAN's "standing statistics" are: one train-mode pass over
+  `STATISTICS_SAMPLES` noise vectors drawn from ``seed``, whose batch statistics it keeps.
+  """
+  if raw or state.generator_ema is None:
+    return state.generator
+  z = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(seed), 0x57A7),
+                        (STATISTICS_SAMPLES, nz), jnp.float32)
+  _, updates = generator.clone(bn_momentum=0.0).apply(
+      {"params": state.generator_ema, "batch_stats": state.generator.batch_stats}, z,
+      train=True, mutable=["batch_stats"])
+  return NetState(state.generator_ema, updates["batch_stats"], None)
+
+
+def sampling_fn(config, raw: bool = False):
+  """`sampling_generator` for a config, jitted: ``state -> NetState``."""
+  return ops.jit(functools.partial(sampling_generator, generator=build_models(config)[0],
+                                   nz=config.model.nz, seed=config.seed, raw=raw))
+
+
 class Programs(NamedTuple):
   """The jitted programs of a WGAN run, each bound once to its settings."""
   critic: loop.Program  # (state, block inputs) -> (state, numbers)
   generator: Any  # state -> (state, {"Loss_G"})
   start_phase: Any  # (state, lr factor) -> state
   generate: Any  # (generator NetState, z) -> images in [-1, 1]
+  sampler: Any  # state -> the generator NetState samples come from (averaged if kept)
 
 
 def make_programs(config, mesh, feed=None) -> Programs:
@@ -513,11 +567,12 @@ def make_programs(config, mesh, feed=None) -> Programs:
           gp_weight=config.gp_weight, **nets), feed),
       generator=ops.jit(functools.partial(
           generator_step, gen_tx=gen_tx,
-          batch_size=config.gen_batch_size or config.batch_size, **nets),
-          donate_argnums=(0,)),
+          batch_size=config.gen_batch_size or config.batch_size, ema_decay=config.ema_decay,
+          **nets), donate_argnums=(0,)),
       start_phase=ops.jit(functools.partial(start_phase, gen_tx=gen_tx, critic_tx=critic_tx),
                           out_shardings=parallel.replicated(mesh), donate_argnums=(0,)),
-      generate=generator_fn(config))
+      generate=generator_fn(config),
+      sampler=sampling_fn(config))
 
 
 def iteration(state: WGANState, inputs, *, programs: Programs, phase_lr_factors):
@@ -607,10 +662,11 @@ def samples(generate_fn, gen_net: NetState, z, batch_size: int = 500) -> np.ndar
       for i in range(0, len(z), batch_size)])
 
 
-def gallery_hook(workdir: str, generate_fn):
-  """A loop hook: the generator on the run's fixed noise, 8 a row, as PNG and in TB."""
+def gallery_hook(workdir: str, programs: Programs):
+  """A loop hook: the generator (the averaged one, if kept) on the run's fixed noise, 8 a
+  row, as PNG and in TensorBoard."""
   def save(state, step, record):  # pylint: disable=unused-argument
-    fakes = jax.device_get(generate_fn(state.generator, state.fixed_noise))
+    fakes = jax.device_get(programs.generate(programs.sampler(state), state.fixed_noise))
     grid = images.make_grid(fakes, ncol=8)
     path = os.path.join(workdir, "samples", f"gen_{step:06d}.png")
     if jax.process_index() == 0:
@@ -619,15 +675,15 @@ def gallery_hook(workdir: str, generate_fn):
   return save
 
 
-def evaluation_hook(config, judge: judged_runs.WGANJudge, generate_fn):
-  """A loop hook: ``eval.samples`` samples on fixed noise, scored by ``judge`` with the
-  floor and ceiling of each score."""
+def evaluation_hook(config, judge: judged_runs.WGANJudge, programs: Programs):
+  """A loop hook: ``eval.samples`` samples on fixed noise (of the averaged generator, if
+  kept), scored by ``judge`` with the floor and ceiling of each score."""
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0xE7A1)
   z = jax.random.normal(key, (config.eval.samples, config.model.nz))
 
   def evaluate(state, step, record):  # pylint: disable=unused-argument
     clock = loop.Stopwatch()
-    scores = judge.score(samples(generate_fn, state.generator, z))
+    scores = judge.score(samples(programs.generate, programs.sampler(state), z))
     logging.info("gen iter %d, judged by %s:\n%s", step, config.eval.judge,
                  judged_runs.table(scores))
     return {**judged_runs.flatten(scores), **judged_runs.references(scores),
@@ -656,13 +712,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   plan = schedule(config, data.steps_per_epoch)
   programs = make_programs(config, mesh, data.feed)
   task = make_task(config, mesh, data.feed, programs, plan, data.steps_per_epoch)
-  hooks = [loop.Every(config.sample_every, gallery_hook(workdir, programs.generate))]
+  hooks = [loop.Every(config.sample_every, gallery_hook(workdir, programs))]
   if judge is not None:
     clock = loop.Stopwatch()
     reference = judged_runs.WGANJudge(config, judge, config.eval.samples,
                                       kid_subsets=config.eval.kid_subsets)
     hooks.append(loop.Every(config.eval.every,
-                            evaluation_hook(config, reference, programs.generate)))
+                            evaluation_hook(config, reference, programs)))
     logging.info("evaluation reference (%s) built in %.1f s", config.eval.judge,
                  clock.elapsed())
   logging.info("%s: %d images, %d real batches of %d per epoch, %d generator iterations "
@@ -676,13 +732,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     log_line=log_line, summary=summary, desc="wgan")
 
 
-def sample(workdir: str, num: int = 64, seed: int = 0, step: int | None = None) -> np.ndarray:
+def sample(workdir: str, num: int = 64, seed: int = 0, step: int | None = None,
+           raw: bool = False) -> np.ndarray:
   """``num`` generated images from a run's latest checkpoint, (num, H, W, C) uint8.
 
-  The same (workdir, num, seed) gives the same images; the noise is N(0, 1) from ``seed``.
+  From the averaged generator when the run keeps one, unless ``raw``. The same
+  (workdir, num, seed) gives the same images; the noise is N(0, 1) from ``seed``.
   """
   if num < 1:
     raise ValueError(f"num={num} must be positive.")
   run = runs.restore(workdir, "wgan", step=step)
   z = jax.random.normal(jax.random.PRNGKey(seed), (num, run.config.model.nz), jnp.float32)
-  return images.to_uint8(jax.device_get(generator_fn(run.config)(run.state.generator, z)))
+  net = sampling_fn(run.config, raw)(run.state)
+  return images.to_uint8(jax.device_get(generator_fn(run.config)(net, z)))
+
+
+def weights_used(config, raw: bool = False) -> str:
+  """Which generator `sample` and the evaluation use, in words."""
+  if config.get("ema_decay", 0) > 0 and not raw:
+    return f"averaged weights (EMA, decay {config.ema_decay:g})"
+  return "raw weights" + (" (the run keeps no average)" if not raw else "")
