@@ -348,7 +348,8 @@ def test_bad_config_values_are_clear_errors(tmp_path):
       ({"model.isize": 48}, "--config.model.isize=32 or 64"),
       ({"loss": "wgan-gp", "optimizer": "adam"}, "--config.model.critic_norm=layer"),
       ({"precision": "fp16"}, "--config.precision=bf16"),
-      ({"loss": "hinge"}, "--config.loss"),
+      ({"loss": "lsgan"}, "--config.loss"),
+      ({"model.spectral_norm": True}, "--config.model.critic_norm=none"),
       ({"critic_schedule": "wgan"}, "--config.critic_schedule"),
       ({"data.source": "folder", "data.max_images": 0}, "--config.data.path"),
       ({"num_gen_iters": 0, "num_epochs": 0.0}, "--config.num_epochs"),
@@ -480,3 +481,59 @@ def test_the_averaged_generator_uses_batchnorm_statistics_measured_with_its_weig
   assert raw is not None and not np.allclose(
       jax.tree.leaves(raw.batch_stats)[0], jax.tree.leaves(net.batch_stats)[0])
   assert "averaged" in wgan.weights_used(config) and "raw" in wgan.weights_used(config, True)
+
+
+# ----------------------------------------------------------------------------- other recipes
+
+def test_the_hinge_loss_by_value():
+  d_real = jnp.array([-2.0, -0.5, 0.3])  # the lesson's sign: real images score low
+  d_fake = jnp.array([2.0, 0.25, -1.0])
+  # mean(relu(1 + D(real))) = (0 + 0.5 + 1.3) / 3; mean(relu(1 - D(fake))) = (0 + 0.75 + 2) / 3
+  assert float(wgan.hinge_loss(d_real, d_fake)) == pytest.approx(1.8 / 3 + 2.75 / 3)
+
+
+def test_spectral_norm_divides_each_kernel_by_its_largest_singular_value():
+  from jaxgan.models import DCGANCritic  # pylint: disable=g-import-not-at-top
+  critic = DCGANCritic(isize=16, nc=1, ndf=4, n_extra_layers=1, norm="none",
+                       spectral_norm=True)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 1))
+  variables = critic.init(jax.random.PRNGKey(1), x, train=False)
+  stats = variables["batch_stats"]
+  for _ in range(100):  # one power iteration per training call, stored in the state
+    _, updates = critic.apply({"params": variables["params"], "batch_stats": stats}, x,
+                              train=True, mutable=["batch_stats"])
+    stats = updates["batch_stats"]
+  checked = 0
+  for path, sigma in jax.tree_util.tree_leaves_with_path(stats):
+    name = jax.tree_util.keystr(path)
+    if not name.endswith("sigma']"):
+      continue
+    # The kernel it normalises: the same layer's parameters, reshaped to a matrix.
+    layer = name.split("'")[-2].split("/")[0]  # e.g. "conv" or "final"
+    scope = [k.key for k in path[:-1] if k.key != "SpectralNorm_0"]
+    params = variables["params"]
+    for key in scope:
+      params = params[key]
+    kernel = np.asarray(params[layer]["kernel"])
+    largest = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0]
+    np.testing.assert_allclose(float(sigma), largest, rtol=1e-3)
+    checked += 1
+  assert checked == 4  # initial, extra_0, pyramid_0 and the final conv
+
+
+def test_ttur_gives_the_critic_its_own_learning_rate_and_recipes_train():
+  config = wgan_configs.get_config("smoke,ttur")
+  assert (config.lr_d, config.lr_g, config.adam_b1, config.critic_iters) == (3e-4, 1e-4, 0.0, 1)
+  mesh = parallel.make_mesh()
+  state = wgan.initial_state(config, mesh)
+  assert float(state.critic.opt_state.hyperparams["learning_rate"]) == pytest.approx(3e-4)
+  assert float(state.generator.opt_state.hyperparams["learning_rate"]) == pytest.approx(1e-4)
+  assert float(state.critic.opt_state.hyperparams["b1"]) == 0.0
+  # The hinge recipe with every option on trains a few iterations to finite losses.
+  config = wgan_configs.get_config("smoke,hinge,ema,upsample")
+  programs = wgan.make_programs(config, mesh)
+  state = wgan.initial_state(config, mesh)
+  for t in range(2):
+    state, numbers = _iteration(programs, state, _random_block(config, mesh, 2, seed=t))
+  assert all(np.isfinite(float(v)) for v in jax.device_get(numbers).values())
+  assert "SpectralNorm_0" in state.critic.batch_stats and state.generator_ema is not None

@@ -23,10 +23,19 @@ Variants:
   smoke          Tiny (isize 16, width 8, a few iterations on 256 Fashion-MNIST images),
                  for tests.
 
-Modifiers:
+Modifiers (any of them, in any order, after the variant):
   ,gp            The improved WGAN: gradient penalty (lambda 10) instead of clipping,
                  Adam(1e-4, b1 0.5, b2 0.9), LayerNorm in the critic, 5 critic steps
                  throughout.
+  ,ttur          WGAN-GP with the two time-scale update rule (Heusel et al. 2017): Adam
+                 (b1 0, b2 0.9) at 3e-4 for the critic and 1e-4 for the generator, one
+                 critic step a generator step.
+  ,hinge         The hinge loss on a spectrally normalised critic (Miyato et al. 2018):
+                 Adam(2e-4, b1 0, b2 0.9), 5 critic steps, no normalisation layers.
+  ,ema           Sample from an exponential moving average of the generator's weights
+                 (decay 0.999, with a warm-up; Yazici et al. 2019).
+  ,upsample      A resize + conv generator (nearest, then a 3x3 conv) instead of
+                 transposed convs, as the lesson suggests against checkerboards.
   ,paper         The WGAN paper's schedule: 100 critic steps while the run's generator
                  iterations are under 25 (once per run) and at every 500th; batch 64 for
                  both steps.
@@ -44,14 +53,14 @@ Measured results: docs/results.md ("WGAN"); speed: docs/gpu.md, docs/results.md.
 import ml_collections
 
 VARIANTS = ("lsun", "folder", "fashion_mnist", "smoke")
-MODIFIERS = ("gp", "paper")
+MODIFIERS = ("gp", "paper", "ttur", "hinge", "ema", "upsample")
 
 
 def get_config(variant: str = "lsun") -> ml_collections.ConfigDict:
   name, *mods = variant.split(",")
   if name not in VARIANTS or any(m not in MODIFIERS for m in mods):
     raise ValueError(f"unknown wgan variant {variant!r}: use one of {VARIANTS}, optionally "
-                     "followed by ',gp' and/or ',paper', e.g. "
+                     f"followed by modifiers among {MODIFIERS} (',gp,ema'), e.g. "
                      "--config experiments/configs/wgan.py:lsun,gp")
   c = ml_collections.ConfigDict()
 
@@ -82,8 +91,9 @@ def get_config(variant: str = "lsun") -> ml_collections.ConfigDict:
   c.model.n_extra_layers = 1
   c.model.upsample = ""  # "" = transposed convs (lesson); nearest | bilinear
   c.model.critic_norm = "batch"  # batch (lesson) | layer | none (WGAN-GP needs no batch)
+  c.model.spectral_norm = False  # spectrally normalised critic convs (Miyato et al. 2018)
 
-  c.loss = "wgan"  # wgan (weight clipping) | wgan-gp
+  c.loss = "wgan"  # wgan (weight clipping) | wgan-gp | hinge
   c.optimizer = "rmsprop"  # rmsprop (PyTorch's) | adam
   c.lr_g = 1e-4
   c.lr_d = 1e-4
@@ -191,12 +201,33 @@ def get_config(variant: str = "lsun") -> ml_collections.ConfigDict:
     c.critic_schedule = "paper"
     c.gen_batch_size = 0
     c.batch_size = 64
-  if "gp" in mods:
+  if "gp" in mods or "ttur" in mods:
     c.loss = "wgan-gp"
     c.optimizer = "adam"
     c.lr_g = c.lr_d = 1e-4
     c.model.critic_norm = "layer"
     c.long_critic_until = 0
     c.long_critic_every = 0
+  if "ttur" in mods:
+    # Two time-scale update rule (Heusel et al. 2017): a critic that learns 3x faster
+    # instead of 5 critic steps a generator step; Adam with no momentum (beta1 0).
+    c.lr_d, c.lr_g = 3e-4, 1e-4
+    c.adam_b1, c.adam_b2 = 0.0, 0.9
+    c.critic_iters = c.critic_iters_long = 1
+  if "hinge" in mods:
+    # Hinge loss on a spectrally normalised critic (Miyato et al. 2018): no clipping, no
+    # penalty, no normalisation layers; Adam(2e-4, 0, 0.9), 5 critic steps.
+    c.loss = "hinge"
+    c.model.spectral_norm = True
+    c.model.critic_norm = "none"
+    c.optimizer = "adam"
+    c.lr_g = c.lr_d = 2e-4
+    c.adam_b1, c.adam_b2 = 0.0, 0.9
+    c.long_critic_until = 0
+    c.long_critic_every = 0
+  if "ema" in mods:
+    c.ema_decay = 0.999  # sample from an average of the generator's weights
+  if "upsample" in mods:
+    c.model.upsample = "nearest"  # resize + 3x3 conv instead of transposed convs
   c.lock()
   return c

@@ -215,6 +215,20 @@ class DCGANGenerator(nn.Module):
     return jnp.tanh(x.astype(jnp.float32))
 
 
+def spectral(layer: nn.Module, on: bool, update_stats: bool):
+  """``layer`` as a function of its input, its kernel spectrally normalised when ``on``.
+
+  Spectral normalisation (Miyato et al. 2018) divides the kernel, reshaped to a matrix
+  (taps × input channels, output channels), by its largest singular value, estimated by
+  one power iteration per call from a vector kept in the ``batch_stats`` collection (so
+  it lives in the train state and is checkpointed); ``update_stats`` stores the new
+  vector. The parameters are the layer's own: the count does not change.
+  """
+  if not on:
+    return layer
+  return lambda x: nn.SpectralNorm(layer, n_steps=1)(x, update_stats=update_stats)
+
+
 class ConvBlock(nn.Module):
   """The lesson's ConvBlock: Conv (no bias, pad ks//2//stride) -> LeakyReLU(0.2) -> norm.
 
@@ -224,6 +238,7 @@ class ConvBlock(nn.Module):
     stride: Conv stride.
     norm: 'batch' (the lesson), 'layer' (LayerNorm over H, W, C per example, with
       a per-element affine like PyTorch's LayerNorm([C, H, W])) or 'none'.
+    spectral_norm: divide the conv's kernel by its largest singular value (`spectral`).
     dtype: Computation dtype.
     param_dtype: Parameter dtype.
   """
@@ -231,15 +246,18 @@ class ConvBlock(nn.Module):
   kernel_size: int
   stride: int
   norm: str = "batch"
+  spectral_norm: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = True,
+               update_stats: bool | None = None) -> jax.Array:
     k, p = self.kernel_size, self.kernel_size // 2 // self.stride
-    x = layers.Conv(self.features, (k, k), strides=(self.stride, self.stride),
-                padding=((p, p), (p, p)), use_bias=False, kernel_init=conv_init,
-                dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
+    conv = layers.Conv(self.features, (k, k), strides=(self.stride, self.stride),
+                       padding=((p, p), (p, p)), use_bias=False, kernel_init=conv_init,
+                       dtype=self.dtype, param_dtype=self.param_dtype, name="conv")
+    x = spectral(conv, self.spectral_norm, train if update_stats is None else update_stats)(x)
     x = nn.leaky_relu(x, 0.2)
     if self.norm == "batch":
       x = _batch_norm(train, self.dtype, self.param_dtype, "bn")(x)
@@ -259,6 +277,7 @@ class DCGANCritic(nn.Module):
     n_extra_layers: Extra 3x3 stride-1 ConvBlocks at resolution isize/2.
     norm: 'batch' (the lesson; for weight clipping), or 'layer' / 'none' for
       WGAN-GP, whose per-example gradient penalty BatchNorm would invalidate.
+    spectral_norm: spectrally normalise every conv (`spectral`; Miyato et al. 2018).
     dtype: Computation dtype; the output is float32 regardless.
     param_dtype: Parameter dtype.
   """
@@ -267,6 +286,7 @@ class DCGANCritic(nn.Module):
   ndf: int = 64
   n_extra_layers: int = 1
   norm: str = "batch"
+  spectral_norm: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -277,13 +297,16 @@ class DCGANCritic(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = True,
+               update_stats: bool | None = None) -> jax.Array:
     """Scores images.
 
     Args:
       x: Images, shape (N, isize, isize, nc).
       train: Use batch statistics and update the running ones (needs
         ``mutable=['batch_stats']`` when norm='batch').
+      update_stats: store the spectral norms' power-iteration vectors (default:
+        ``train``).
 
     Returns:
       Scores of shape (N,), float32.
@@ -294,18 +317,21 @@ class DCGANCritic(nn.Module):
     x = x.astype(self.dtype)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
+    update = train if update_stats is None else update_stats
+    kw["spectral_norm"] = self.spectral_norm
     # No norm on the first block, as in DCGAN: normalising raw pixels there hurts.
-    x = ConvBlock(self.ndf, 4, 2, norm="none", name="initial", **kw)(x, train)
+    x = ConvBlock(self.ndf, 4, 2, norm="none", name="initial", **kw)(x, train, update)
     for j in range(self.n_extra_layers):
-      x = ConvBlock(self.ndf, 3, 1, norm=self.norm, name=f"extra_{j}", **kw)(x, train)
+      x = ConvBlock(self.ndf, 3, 1, norm=self.norm, name=f"extra_{j}", **kw)(x, train, update)
     csize, cndf, i = self.isize // 2, self.ndf, 0
     while csize > 4:
       cndf *= 2
-      x = ConvBlock(cndf, 4, 2, norm=self.norm, name=f"pyramid_{i}", **kw)(x, train)
+      x = ConvBlock(cndf, 4, 2, norm=self.norm, name=f"pyramid_{i}", **kw)(x, train, update)
       csize //= 2
       i += 1
-    x = layers.Conv(1, (4, 4), padding="VALID", use_bias=False, kernel_init=conv_init,
-                name="final", **kw)(x)
+    final = layers.Conv(1, (4, 4), padding="VALID", use_bias=False, kernel_init=conv_init,
+                        name="final", dtype=self.dtype, param_dtype=self.param_dtype)
+    x = spectral(final, self.spectral_norm, update)(x)
     # The lesson's forward averages the final map over the batch too (.mean(0)); we
     # keep one score per example so losses and the gradient penalty can be per
     # example. Mean in float32 so a bf16 critic still returns float32 scores.

@@ -19,6 +19,10 @@ checkpoints.
 
 The improved WGAN (``loss='wgan-gp'``, Gulrajani et al. 2017) swaps clipping for a gradient
 penalty on random interpolates and RMSProp for Adam; its critic must not use BatchNorm.
+``loss='hinge'`` with ``model.spectral_norm`` is the hinge loss on a spectrally normalised
+critic (Miyato et al. 2018). With Adam, ``lr_d`` and ``lr_g`` may differ: the two time-scale
+update rule (TTUR, Heusel et al. 2017). ``ema_decay`` keeps an average of the generator's
+weights to sample from.
 
 Sign convention is the lesson's: the critic scores real images *low*; Loss_D = D(real) -
 D(fake) (so -Loss_D estimates the Wasserstein distance) and Loss_G = D(G(z)).
@@ -46,7 +50,7 @@ from jaxgan.evaluation import judges, runs as judged_runs
 from jaxgan.models import dcgan
 from jaxgan.train import loop, runs
 
-LOSSES = ("wgan", "wgan-gp")
+LOSSES = ("wgan", "wgan-gp", "hinge")
 OPTIMIZERS = ("rmsprop", "adam")
 SCHEDULES = ("lesson", "paper")
 
@@ -164,6 +168,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError("precision=fp16 needs loss scaling, which the WGAN steps do not do: "
                      "set --config.precision=bf16 (same speed, no scaling needed) or fp32.")
   dcgan.check_isize(config.model.isize, "config.model.isize", "--config.model.isize")
+  if config.model.spectral_norm and config.model.critic_norm == "batch":
+    raise ValueError("a spectrally normalised critic goes without BatchNorm (Miyato et al. "
+                     "2018): set --config.model.critic_norm=none.")
   if config.loss == "wgan-gp" and config.model.critic_norm == "batch":
     raise ValueError("loss=wgan-gp penalises each example's own gradient, which BatchNorm's "
                      "batch statistics mix up: set --config.model.critic_norm=layer (or none).")
@@ -204,7 +211,8 @@ def build_models(config):
       isize=m.isize, nz=m.nz, nc=config.data.channels, ngf=m.ngf,
       n_extra_layers=m.n_extra_layers, upsample=m.upsample or None, **dtypes)
   critic = models.DCGANCritic(isize=m.isize, nc=config.data.channels, ndf=m.ndf,
-                              n_extra_layers=m.n_extra_layers, norm=m.critic_norm, **dtypes)
+                              n_extra_layers=m.n_extra_layers, norm=m.critic_norm,
+                              spectral_norm=m.spectral_norm, **dtypes)
   return generator, critic
 
 
@@ -357,13 +365,21 @@ def record_heldout(workdir: str, data) -> None:
 
 # ----------------------------------------------------------------------------- steps
 
-def _apply(model, params, batch_stats, x):
-  """Train-mode forward pass; returns (output, updated BatchNorm running statistics)."""
-  if not batch_stats:  # a critic without BatchNorm
-    return model.apply({"params": params}, x, train=True), batch_stats
+def _apply(model, params, batch_stats, x, **kwargs):
+  """Train-mode forward pass; returns (output, updated ``batch_stats``: BatchNorm running
+  statistics, spectral norms' power-iteration vectors)."""
+  if not batch_stats:  # a critic without BatchNorm or spectral norm
+    return model.apply({"params": params}, x, train=True, **kwargs), batch_stats
   out, updates = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                             mutable=["batch_stats"])
+                             mutable=["batch_stats"], **kwargs)
   return out, updates["batch_stats"]
+
+
+def hinge_loss(d_real, d_fake):
+  """The critic's hinge loss (Lim & Ye 2017; Miyato et al. 2018), in the lesson's sign
+  convention (the critic scores real images *low*): mean(relu(1 + D(real))) +
+  mean(relu(1 − D(fake))). The generator's loss stays mean(D(G(z)))."""
+  return jnp.mean(jax.nn.relu(1.0 + d_real)) + jnp.mean(jax.nn.relu(1.0 - d_fake))
 
 
 def _noise(key, batch_size: int, nz: int, batch_sharding):
@@ -397,17 +413,24 @@ def critic_step(critic_net: NetState, gen_net: NetState, real_u8, key, *, genera
                                  _noise(noise_key, batch_size, nz, batch_sharding))
   fake = jax.lax.stop_gradient(fake)  # the lesson's V(fake.data): no gradient into G
 
+  # A spectral norm's power iteration is stored once a step, by the real batch's pass;
+  # the step's other passes iterate from it without storing.
+  sn = {"update_stats": False} if critic.spectral_norm else {}
+
   def loss_fn(p):
     # Two forward passes, as in the lesson: BatchNorm normalises real and fake batches
     # separately, and its running statistics are updated by each.
     d_real, batch_stats = _apply(critic, p, critic_net.batch_stats, real)
-    d_fake, batch_stats = _apply(critic, p, batch_stats, fake)
-    loss_d = jnp.mean(d_real) - jnp.mean(d_fake)
+    d_fake, batch_stats = _apply(critic, p, batch_stats, fake, **sn)
+    if loss == "hinge":
+      loss_d = hinge_loss(d_real, d_fake)
+    else:
+      loss_d = jnp.mean(d_real) - jnp.mean(d_fake)
     penalty = jnp.zeros((), jnp.float32)
     if loss == "wgan-gp":
       eps = jax.random.uniform(eps_key, (batch_size, 1, 1, 1), jnp.float32)
-      penalty = gradient_penalty(lambda x: _apply(critic, p, batch_stats, x)[0], real, fake,
-                                 eps, gp_weight)
+      penalty = gradient_penalty(lambda x: _apply(critic, p, batch_stats, x, **sn)[0], real,
+                                 fake, eps, gp_weight)
     return loss_d + penalty, (loss_d, jnp.mean(d_real), jnp.mean(d_fake), penalty,
                               batch_stats)
 
@@ -485,8 +508,9 @@ def generator_step(state: WGANState, *, generator, critic, gen_tx, batch_size: i
 
   def loss_fn(params):
     fake, gen_batch_stats = _apply(generator, params, gen_net.batch_stats, z)
+    sn = {"update_stats": False} if critic.spectral_norm else {}  # the critic is held fixed
     scores, critic_batch_stats = _apply(critic, critic_net.params, critic_net.batch_stats,
-                                        fake)
+                                        fake, **sn)
     return jnp.mean(scores), (gen_batch_stats, critic_batch_stats)
 
   (loss_g, (gen_batch_stats, critic_batch_stats)), grads = jax.value_and_grad(
@@ -633,7 +657,8 @@ def summarize(step: int, stacked: dict, seconds: float, record: dict, *, config,
   if "critic_weight_max" in stacked:
     fields["critic_weight_max"] = float(np.max(stacked["critic_weight_max"]))
   fields.update(
-      wasserstein_estimate=-fields["Loss_D"], phase=item.phase,
+      wasserstein_estimate=(-fields["Loss_D"] if config.loss != "hinge"
+                            else fields["D_fake"] - fields["D_real"]), phase=item.phase,
       epoch=real_batches / steps_per_epoch, real_batches=real_batches,
       lr_g=config.lr_g * factor, lr_d=config.lr_d * factor, skipped_images=skipped,
       gen_iters_per_sec=iterations / seconds,
