@@ -62,11 +62,13 @@ def evaluate_wgan(workdir: str, judge: judges.Judge, num: int, seed: int = 0,
 
 
 def evaluate_cyclegan(workdir: str, judge: judges.Judge, num: int,
-                      step: int | None = None) -> dict:
+                      step: int | None = None, raw: bool = False) -> dict:
   run = runs.restore(workdir, "cyclegan", step=step)
+  print(f"{workdir}: step {run.step}, {cyclegan.weights_used(run.config, raw)}", flush=True)
   judged = judged_runs.CycleGANJudge(run.config, unaligned.load_domains(run.config.data),
                                      judge, num)
-  return judged.score(functools.partial(cyclegan.translator(run.config), run.state.g_params))
+  return judged.score(functools.partial(cyclegan.translator(run.config),
+                                        cyclegan.generators(run.state, raw)))
 
 
 def evaluate_folders(real_dir: str, fake_dir: str, judge: judges.Judge, size: int,
@@ -94,15 +96,16 @@ def evaluate(judge_spec: str, workdir: str | None = None, real: str | None = Non
     if kind == "wgan":
       results = evaluate_wgan(workdir, judge, num, seed, step, raw)
     else:
-      results = evaluate_cyclegan(workdir, judge, num, step)
+      results = evaluate_cyclegan(workdir, judge, num, step, raw)
   elif real and fake:
     judge = judges.load_judge(judge_spec)
     results = evaluate_folders(real, fake, judge, size, channels, seed)
   else:
     raise ValueError("give --workdir (a GAN run), or --real and --fake (two image folders).")
   document = {"judge": judge_spec, **results}
-  if workdir and kind == "wgan":
-    document["weights"] = wgan.weights_used(config_lib.read_config(workdir), raw)
+  if workdir:
+    document["weights"] = {"wgan": wgan, "cyclegan": cyclegan}[kind].weights_used(
+        config_lib.read_config(workdir), raw)
   out = out or os.path.join(workdir or ".", "evaluation.json")
   with open(out, "w") as f:
     json.dump(document, f, indent=2)

@@ -48,7 +48,7 @@ def images_in(input_path: str):
 
 
 def translate_folder(workdir: str, direction: str, input_dir: str, output_dir: str,
-                     step: int | None = None) -> dict:
+                     step: int | None = None, raw: bool = False) -> dict:
   """Translates every image under ``input_dir`` (a folder or a zip) at its own size.
 
   Outputs are PNGs at the same relative paths under ``output_dir``, same size as the
@@ -59,13 +59,15 @@ def translate_folder(workdir: str, direction: str, input_dir: str, output_dir: s
     direction: ``"AtoB"`` (G_A) or ``"BtoA"`` (G_B).
     input_dir: a folder, or a zip archive; output_dir: a folder.
     step: checkpoint step (default: the newest).
+    raw: the weights training updated, not their average (runs with ema_decay > 0).
 
   Returns:
     ``{"written": [paths], "skipped": n, "step": checkpoint step}``.
   """
   cyclegan.check_direction(direction)
   run = runs.restore(workdir, "cyclegan", step=step)
-  translate = cyclegan.whole_image_translator(run.config, run.state.g_params)
+  translate = cyclegan.whole_image_translator(run.config,
+                                              cyclegan.generators(run.state, raw))
   channels = cyclegan.image_channels(run.config)
   mode = "L" if channels == 1 else "RGB"
   written, skipped = [], 0
@@ -80,9 +82,10 @@ def translate_folder(workdir: str, direction: str, input_dir: str, output_dir: s
     out = translate(direction, image.reshape(*image.shape[:2], channels))
     rel = os.path.splitext(name)[0] + ".png"
     written.append(image_io.save_png(os.path.join(output_dir, rel), out))
-  logging.info("translated %d images %s with step %d into %s (%d unreadable skipped)",
-               len(written), direction, run.step, output_dir, skipped)
-  return {"written": written, "skipped": skipped, "step": run.step}
+  weights = cyclegan.weights_used(run.config, raw)
+  logging.info("translated %d images %s with step %d (%s) into %s (%d unreadable skipped)",
+               len(written), direction, run.step, weights, output_dir, skipped)
+  return {"written": written, "skipped": skipped, "step": run.step, "weights": weights}
 
 
 def main(argv):
@@ -91,9 +94,9 @@ def main(argv):
   common.require("workdir", "input", "output", example="--workdir runs/h2z --input photos/ "
                  "--output zebras/")
   result = translate_folder(FLAGS.workdir, FLAGS.direction, FLAGS.input, FLAGS.output,
-                            step=FLAGS.step)
+                            step=FLAGS.step, raw=FLAGS.raw_weights)
   print(f"{len(result['written'])} images translated {FLAGS.direction} with the checkpoint "
-        f"of step {result['step']} into {FLAGS.output}"
+        f"of step {result['step']} ({result['weights']}) into {FLAGS.output}"
         + (f"; {result['skipped']} unreadable files skipped" if result["skipped"] else ""),
         flush=True)
 

@@ -8,6 +8,7 @@
 - ``clip_params``: WGAN's weight clipping.
 - ``linear_decay_epochs``: CycleGAN's constant-then-linear learning rate, per epoch.
 - ``set_learning_rate``: the learning rate held in an ``inject_hyperparams`` state, set.
+- ``ema_update``: an exponential moving average of parameters, with a warm-up.
 """
 
 from typing import Callable
@@ -116,3 +117,18 @@ def set_learning_rate(opt_state, learning_rate):
   hyper = dict(opt_state.hyperparams)
   hyper["learning_rate"] = jnp.asarray(learning_rate, hyper["learning_rate"].dtype)
   return opt_state._replace(hyperparams=hyper)
+
+
+def ema_update(average, params, decay: float, step):
+  """An exponential moving average after ``step`` earlier updates, with a warm-up.
+
+  ``decay_t = min(decay, (1 + t) / (10 + t))``: early on, when the parameters move fast
+  and the average would lag far behind them, it forgets quickly; later it settles at
+  ``decay`` (Yazıcı et al. 2019, "The Unusual Effectiveness of Averaging in GAN
+  Training"; Karras et al. 2018 average their generator likewise). Returns the new
+  average.
+  """
+  t = jnp.asarray(step, jnp.float32)
+  decay_t = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+  return jax.tree.map(lambda a, p: decay_t * a + (1.0 - decay_t) * p.astype(a.dtype),
+                      average, params)

@@ -423,3 +423,29 @@ def test_the_official_zip_trains_and_translates_in_place(tmp_path):
   broken.write_bytes(archive.read_bytes()[:200])
   with pytest.raises(ValueError, match=rf"{broken} is not a readable zip archive"):
     unaligned.folder_domains(str(broken), load_size=20)
+
+
+@needs_fashion_mnist
+def test_the_generators_average_follows_training_and_resumes_bit_for_bit(tmp_path):
+  config = smoke_config(ema_decay=0.99)
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  cyclegan.train_and_evaluate(config, straight)
+  cyclegan.train_and_evaluate(override(smoke_config(ema_decay=0.99), stop_after_step=5), resumed)
+  cyclegan.train_and_evaluate(config, resumed)
+  a, _ = final_state(straight, config)
+  b, _ = final_state(resumed, config)
+  assert a.g_ema is not None
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  # The average lags the raw weights; translations use it unless asked otherwise.
+  assert not np.allclose(jax.tree.leaves(a.g_ema)[0], jax.tree.leaves(a.g_params)[0])
+  assert cyclegan.generators(a) is a.g_ema and cyclegan.generators(a, raw=True) is a.g_params
+  inputs = tmp_path / "in"
+  os.makedirs(inputs)
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 20), np.uint8)).save(
+      inputs / "x.png")
+  outs = [translate_cli.translate_folder(straight, "AtoB", str(inputs), str(tmp_path / o),
+                                         raw=raw) for o, raw in (("avg", False), ("raw", True))]
+  assert "averaged" in outs[0]["weights"] and outs[1]["weights"] == "raw weights"
+  assert not np.array_equal(np.asarray(Image.open(tmp_path / "avg" / "x.png")),
+                            np.asarray(Image.open(tmp_path / "raw" / "x.png")))

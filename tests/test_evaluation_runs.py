@@ -77,7 +77,7 @@ def test_cyclegan_run_is_judged_per_direction(judge_dir, tmp_path):
     assert last[f"{direction}_cycle_error"] > 0
     assert last[f"{direction}_fd_floor"] < last[f"{direction}_fd_ceiling"]
   document = evaluate_cli.evaluate(f"classifier:{judge_dir}", workdir=workdir, num=16)
-  assert set(document) == {"judge", "AtoB", "BtoA"}
+  assert set(document) == {"judge", "AtoB", "BtoA", "weights"}
   rate = document["AtoB"]["translation_rate"]
   # Floor: real ankle boots called ankle boots; ceiling: untranslated sneakers called so.
   assert rate["floor"] is not None and rate["ceiling"] is not None

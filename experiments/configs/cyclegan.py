@@ -74,6 +74,9 @@ def get_config(variant: str = "horse2zebra") -> ml_collections.ConfigDict:
   c.lambda_identity = 0.5  # identity weight, relative to λ
   c.pool_size = 50  # past fakes shown to the discriminators; 0 = none
   c.precision = "bf16"  # fp32 | bf16
+  # > 0: keep an exponential moving average of both generators' weights (with a warm-up),
+  # which sample grids, evaluation and experiments.translate then use.
+  c.ema_decay = 0.0
   c.seed = 0
 
   c.log_every = 100  # iterations

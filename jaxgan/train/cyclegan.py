@@ -72,6 +72,7 @@ class TrainState:
   fake_a_pool: ImagePool | None  # fakes of A (G_B's), shown to D_B; None if pool_size 0
   fake_b_pool: ImagePool | None  # fakes of B (G_A's), shown to D_A
   rng: jax.Array  # raw uint32 key; the step's key is fold_in(rng, step)
+  g_ema: Any = None  # both generators' parameters averaged (ema_decay > 0), or None
 
 
 # ----------------------------------------------------------------------------- losses
@@ -219,6 +220,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                           "eval.reference_images")
   if config.eval.judge:
     config_lib.positive(config, "eval.every", "eval.kid_subsets")
+  if not 0.0 <= config.ema_decay < 1.0:
+    raise ValueError(f"config.ema_decay={config.ema_decay} must be in [0, 1): e.g. "
+                     "--config.ema_decay=0.999, or 0 to keep no average.")
   if d.crop_size % 4:
     lower, upper = d.crop_size - d.crop_size % 4, d.crop_size + 4 - d.crop_size % 4
     raise ValueError(
@@ -274,7 +278,8 @@ def create_state(config) -> TrainState:
 
   return TrainState(step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
                     g_opt_state=tx_g.init(g_params), d_opt_state=tx_d.init(d_params),
-                    fake_a_pool=pool(), fake_b_pool=pool(), rng=jax.random.PRNGKey(config.seed))
+                    fake_a_pool=pool(), fake_b_pool=pool(), rng=jax.random.PRNGKey(config.seed),
+                    g_ema=g_params if config.ema_decay > 0 else None)
 
 
 def initial_state(config, mesh) -> TrainState:
@@ -329,9 +334,10 @@ def learning_rate(step, *, schedule, batch_size: int, epoch_size: int):
 
 def train_step(state: TrainState, batch, *, nets: dict, tx_g, tx_d, learning_rate_fn,
                crop_size: int, lambda_a: float, lambda_b: float, lambda_identity: float,
-               batch_sharding):
+               batch_sharding, ema_decay: float = 0.0):
   """One iteration on ``batch`` ({"a", "b"} uint8 at load size): crop and flip both, the
-  generators' step, the pools, the discriminators' step. Pure; jitted once."""
+  generators' step, the pools, the discriminators' step, and with ``ema_decay`` > 0 the
+  generators' average (`optim.ema_update`). Pure; jitted once."""
   key = jax.random.fold_in(state.rng, state.step)
   a_key, b_key, pool_a_key, pool_b_key, g_dropout, d_dropout = jax.random.split(key, 6)
   real_a = crop_flip(a_key, batch["a"], crop_size)
@@ -373,6 +379,9 @@ def train_step(state: TrainState, batch, *, nets: dict, tx_g, tx_d, learning_rat
   new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
                             g_opt_state=g_opt_state, d_opt_state=d_opt_state,
                             fake_a_pool=fake_a_pool, fake_b_pool=fake_b_pool)
+  if state.g_ema is not None:
+    new_state = new_state.replace(g_ema=optim.ema_update(state.g_ema, g_params, ema_decay,
+                                                         state.step))
   return new_state, {**g_losses, **d_losses, "lr": lr}
 
 
@@ -390,8 +399,8 @@ def make_task(config, mesh, data: unaligned.PairData) -> loop.Task:
               config.lr, config.n_epochs, config.n_epochs_decay),
           batch_size=config.batch_size, epoch_size=data.epoch_size),
       crop_size=config.data.crop_size, lambda_a=config.lambda_a, lambda_b=config.lambda_b,
-      lambda_identity=config.lambda_identity,
-      batch_sharding=feed.batch_sharding(mesh)), data.feed)
+      lambda_identity=config.lambda_identity, batch_sharding=feed.batch_sharding(mesh),
+      ema_decay=config.ema_decay), data.feed)
   return loop.Task(
       what="a CycleGAN run",
       init_state=lambda: initial_state(config, mesh),
@@ -436,6 +445,20 @@ def summary(record: dict) -> str:
 # ----------------------------------------------------------------------------- applying the generators
 
 DIRECTIONS = {"AtoB": ("G_A", "G_B"), "BtoA": ("G_B", "G_A")}  # (forward, backward)
+
+
+def generators(state: TrainState, raw: bool = False):
+  """The generators' parameters translations use: their average when the run keeps one
+  (and ``raw`` is False), else those training updates. InstanceNorm keeps no running
+  statistics, so the averaged weights need nothing else."""
+  return state.g_params if raw or state.g_ema is None else state.g_ema
+
+
+def weights_used(config, raw: bool = False) -> str:
+  """Which generators translations use, in words."""
+  if config.get("ema_decay", 0) > 0 and not raw:
+    return f"averaged weights (EMA, decay {config.ema_decay:g})"
+  return "raw weights"
 
 
 def check_direction(direction: str) -> None:
@@ -527,12 +550,13 @@ def whole_image_translator(config, g_params):
 
 
 def samples_hook(workdir: str, config, test_pairs):
-  """A loop hook: the sample grid of the fixed test pairs, as a PNG and in TensorBoard."""
+  """A loop hook: the sample grid of the fixed test pairs (the averaged generators', if
+  kept), as a PNG and in TensorBoard."""
   generator, _ = build_models(config)
   grid_fn = ops.jit(functools.partial(translate_pairs, generator=generator))
 
   def save(state, step, record):  # pylint: disable=unused-argument
-    grid = sample_grid(grid_fn, state.g_params, *test_pairs)
+    grid = sample_grid(grid_fn, generators(state), *test_pairs)
     path = os.path.join(workdir, "samples", f"iter_{step:06d}.png")
     if jax.process_index() == 0:
       image_io.save_png(path, grid)
@@ -547,7 +571,7 @@ def evaluation_hook(config, judge: judged_runs.CycleGANJudge):
 
   def evaluate(state, step, record):  # pylint: disable=unused-argument
     clock = loop.Stopwatch()
-    scores = judge.score(functools.partial(translate, state.g_params))
+    scores = judge.score(functools.partial(translate, generators(state)))
     out = {"eval_seconds": clock.elapsed()}
     for direction, s in scores.items():
       logging.info("step %d, %s judged by %s:\n%s", step, direction, config.eval.judge,

@@ -480,27 +480,13 @@ def critic_steps(state: WGANState, real_blocks, *, generator, critic, critic_tx,
   return new, {**last, "real_batches": new.data_position}
 
 
-def ema_update(average, params, decay: float, step):
-  """An exponential moving average after ``step`` earlier updates, with a warm-up.
-
-  ``decay_t = min(decay, (1 + t) / (10 + t))``: early on, when the parameters move fast
-  and the average would lag far behind them, it forgets quickly; later it settles at
-  ``decay`` (Yazıcı et al. 2019, "The Unusual Effectiveness of Averaging in GAN
-  Training"; Karras et al. 2018 average the generator likewise). Returns the new average.
-  """
-  t = jnp.asarray(step, jnp.float32)
-  decay_t = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
-  return jax.tree.map(lambda a, p: decay_t * a + (1.0 - decay_t) * p.astype(a.dtype),
-                      average, params)
-
-
 def generator_step(state: WGANState, *, generator, critic, gen_tx, batch_size: int, nz: int,
                    batch_sharding, ema_decay: float = 0.0):
   """One generator update to lower critic(G(z)), closing a generator iteration.
 
   Its only input is the state's RNG. As in the lesson the critic runs in train mode
   (batch statistics, running averages updated) with the weights its last update left,
-  unclamped. With ``ema_decay`` > 0 the averaged generator follows (`ema_update`).
+  unclamped. With ``ema_decay`` > 0 the averaged generator follows (`optim.ema_update`).
   """
   gen_net, critic_net = state.generator, state.critic
   key = jax.random.fold_in(jax.random.fold_in(state.rng, 2), state.total_gen_iters)
@@ -522,7 +508,7 @@ def generator_step(state: WGANState, *, generator, critic, gen_tx, batch_size: i
       critic=critic_net.replace(batch_stats=critic_batch_stats),
       gen_iters=state.gen_iters + 1, total_gen_iters=state.total_gen_iters + 1)
   if state.generator_ema is not None:
-    new = new.replace(generator_ema=ema_update(state.generator_ema, params, ema_decay,
+    new = new.replace(generator_ema=optim.ema_update(state.generator_ema, params, ema_decay,
                                                state.total_gen_iters))
   return new, {"Loss_G": loss_g}
 
