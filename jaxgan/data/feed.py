@@ -83,18 +83,50 @@ class EpochSampler:
                        "lower --config.batch_size.")
     self.num_examples, self.batch_size, self.seed = num_examples, batch_size, seed
     self.steps_per_epoch = num_examples // batch_size
-    self._cache: tuple[int, np.ndarray] | None = None
+    self._cache: dict[int, np.ndarray] = {}
 
   def permutation(self, epoch: int) -> np.ndarray:
-    if self._cache is None or self._cache[0] != epoch:
+    perm = self._cache.get(epoch)
+    if perm is None:
       rng = np.random.default_rng([self.seed, 0xDA7A, epoch])
-      self._cache = (epoch, rng.permutation(self.num_examples).astype(np.int32))
-    return self._cache[1]
+      perm = rng.permutation(self.num_examples).astype(np.int32)
+      # Two epochs kept: a batch (or readers in parallel) may straddle a boundary.
+      self._cache = {e: p for e, p in self._cache.items() if e == epoch - 1}
+      self._cache[epoch] = perm
+    return perm
 
   def __call__(self, k: int) -> np.ndarray:
     """int32 (batch_size,) example indices of global batch ``k``."""
     epoch, i = divmod(int(k), self.steps_per_epoch)
     return self.permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
+
+
+class StreamSampler(EpochSampler):
+  """Batch ``k`` = positions ``k·B .. (k+1)·B − 1`` of an endless stream of permutations.
+
+  The stream is ``perm_0 ++ perm_1 ++ ...`` (`EpochSampler.permutation`), so batches
+  straddle epochs and no example waits: the order of data sets read from disk (image
+  folders, LSUN), whether streamed, prepared on the host or prepared on the device.
+  """
+
+  def __init__(self, num_examples: int, batch_size: int, seed: int):
+    if num_examples < 1:
+      raise ValueError("the data set is empty.")
+    self.num_examples, self.batch_size, self.seed = num_examples, batch_size, seed
+    self.steps_per_epoch = max(1, num_examples // batch_size)
+    self._cache = {}
+
+  def at(self, position: int) -> int:
+    """The example at one position of the stream."""
+    epoch, i = divmod(int(position), self.num_examples)
+    return int(self.permutation(epoch)[i])
+
+  def __call__(self, k: int) -> np.ndarray:
+    start, n = int(k) * self.batch_size, self.num_examples
+    end = start + self.batch_size
+    parts = [self.permutation(e)[max(start - e * n, 0):min(end - e * n, n)]
+             for e in range(start // n, (end - 1) // n + 1)]
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def in_order(batch_size: int) -> Callable[[int], np.ndarray]:
@@ -113,12 +145,17 @@ class DeviceFeed:
     mesh: the ("data",) mesh.
     left_out: unreadable files dropped while loading; the first batch of a run reports
       them as skipped.
+    skipped: ``k -> unreadable images passed over to make batch k`` (this process's
+      rows; a prepared set, `jaxgan.data.prepared.PreparedOrder`), if any.
+    on_device: ``arrays`` are on the devices already (replicated).
   """
 
   def __init__(self, arrays: Any, sampler: Callable[[int], Any], mesh: Mesh,
-               left_out: int = 0):
+               left_out: int = 0, skipped: Callable[[int], int] | None = None,
+               on_device: bool = False):
     self.mesh, self.sampler, self.left_out = mesh, sampler, left_out
-    self.arrays = parallel.replicate(arrays, mesh)
+    self.skipped = skipped
+    self.arrays = arrays if on_device else parallel.replicate(arrays, mesh)
 
   def gather(self, arrays, indices):
     """Inside the step's program: the examples at ``indices``, split like the indices."""
@@ -146,6 +183,8 @@ class DeviceFeed:
         return
       indices = jax.tree.map(lambda x: np.asarray(x, np.int32), self.indices(k, n))
       axis = 0 if n is None else 1
+      if self.skipped is not None:
+        skipped += sum(self.skipped(i) for i in range(k, k + (n or 1)))
       yield Batch(_upload(jax.tree.map(lambda x: local_rows(x, axis), indices), self.mesh,
                           axis), skipped)
       k, skipped = k + (n or 1), 0
