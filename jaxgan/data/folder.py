@@ -145,8 +145,9 @@ def fit_frame(img: Image.Image, height: int, width: int, channels: int = 3) -> n
   return array[..., None] if channels == 1 else array
 
 
-def _sample_indices(n: int, fraction: float, seed: int) -> np.ndarray:
-  """Sorted indices of a deterministic random ``fraction`` of ``range(n)``."""
+def sample_rows(n: int, fraction: float, seed: int) -> np.ndarray:
+  """Sorted indices of a deterministic random ``fraction`` of ``range(n)``: the items a
+  source keeps at ``fraction``, seeded by ``seed``."""
   if not 0.0 < fraction <= 1.0:
     raise ValueError(f"fraction must be in (0, 1], got {fraction}.")
   if fraction == 1.0:
@@ -183,21 +184,29 @@ class _SkippingSource:
   def _prepare(self) -> None:
     """Acquires per-process resources; its errors are not per-item, so not skipped."""
 
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+  def describe(self, index: int) -> str:
+    """Where item ``index`` comes from: a file path, or an LMDB and key."""
+    return self._describe(index)
+
+  def load_or_none(self, index: int) -> np.ndarray | None:
+    """Item ``index`` decoded, or None (with a warning naming it) if it cannot be."""
     self._prepare()
+    try:
+      return self._load(index)
+    except Exception as e:  # pylint: disable=broad-except
+      # Corrupt files make PIL raise all sorts (OSError, SyntaxError,
+      # struct.error, ...); any of them means "skip this one".
+      logging.warning("Skipping unreadable image %s: %s: %s",
+                      self._describe(index), type(e).__name__, e)
+      return None
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     n = len(self)
     index = int(index)
     for skipped in range(n):
-      j = (index + skipped) % n
-      try:
-        image = self._load(j)
-      except Exception as e:  # pylint: disable=broad-except
-        # Corrupt files make PIL raise all sorts (OSError, SyntaxError,
-        # struct.error, ...); any of them means "skip this one".
-        logging.warning("Skipping unreadable image %s: %s: %s",
-                        self._describe(j), type(e).__name__, e)
-        continue
-      return {"image": image, "skipped": np.int32(skipped)}
+      image = self.load_or_none((index + skipped) % n)
+      if image is not None:
+        return {"image": image, "skipped": np.int32(skipped)}
     raise ValueError(
         f"None of the {n} images in {self._where()} could be read (see the "
         "warnings above); the data set is corrupt or not an image data set.")
@@ -245,7 +254,7 @@ class ImageFolderSource(_SkippingSource):
     self.num_files = len(paths)
     if rows is not None:
       paths = [paths[int(r)] for r in rows]
-    keep = _sample_indices(len(paths), fraction, seed)
+    keep = sample_rows(len(paths), fraction, seed)
     self.paths = [paths[k] for k in keep]
 
   def __len__(self) -> int:
@@ -413,7 +422,7 @@ class LmdbSource(_SkippingSource):
     self.indices = None if rows is None else np.asarray(rows, np.int64)
     if fraction != 1.0:
       base = np.arange(n) if self.indices is None else self.indices
-      self.indices = base[_sample_indices(len(base), fraction, seed)]
+      self.indices = base[sample_rows(len(base), fraction, seed)]
     self._len = n if self.indices is None else len(self.indices)
 
   @property
@@ -497,6 +506,19 @@ class LmdbSource(_SkippingSource):
             f"channels={self.channels})")
 
 
+_ENDLESS = 1 << 62  # stream positions: more than any run reads
+
+
+class _ReadAt:
+  """Stream position → the source's item there (picklable, for grain's workers)."""
+
+  def __init__(self, source, sampler):
+    self.source, self.sampler = source, sampler
+
+  def __call__(self, position: int) -> dict[str, np.ndarray]:
+    return self.source[self.sampler.at(position)]
+
+
 def make_loader(source, batch_size: int, *, seed: int, start_batch: int = 0,
                 num_workers: int = 0, shard_index: int = 0, shard_count: int = 1,
                 read_options: grain.ReadOptions | None = None) -> grain.IterDataset:
@@ -504,7 +526,7 @@ def make_loader(source, batch_size: int, *, seed: int, start_batch: int = 0,
 
   Order: every epoch is a fresh permutation of the source (a different one each
   epoch, all fixed by ``seed``); epochs follow each other without a gap, and
-  batches may straddle an epoch boundary. Global batch ``k`` holds elements
+  batches may straddle an epoch boundary (`jaxgan.data.feed.StreamSampler`). Global batch ``k`` holds elements
   ``k * batch_size ... (k + 1) * batch_size - 1`` of that stream, so **batch k
   is a pure function of (seed, k)**: it does not depend on how many batches
   were read before, on ``num_workers``, or on the process. Resuming at step k
@@ -546,11 +568,13 @@ def make_loader(source, batch_size: int, *, seed: int, start_batch: int = 0,
     raise ValueError(f"start_batch must be >= 0, got {start_batch}.")
   if len(source) == 0:
     raise ValueError(f"The source {source!r} is empty.")
-  # grain reseeds each epoch with (seed + epoch), so seeds 0 and 1 would share
-  # permutations one epoch apart; hashing the seed first avoids that.
-  shuffle_seed = int(np.random.SeedSequence(seed).generate_state(1, np.uint32)[0])
+  from jaxgan.data import feed  # pylint: disable=g-import-not-at-top  (imports jax)
+
   local_batch = batch_size // shard_count
-  ds = grain.MapDataset.source(source).shuffle(seed=shuffle_seed).repeat()
+  # Position p of the endless stream is the image `feed.StreamSampler` puts there: the
+  # same order as data prepared once (`jaxgan.data.prepared`) is read in.
+  ds = grain.MapDataset.range(_ENDLESS).map(
+      _ReadAt(source, feed.StreamSampler(len(source), batch_size, seed)))
   # Global batch k = local batches k * shard_count ... k * shard_count + shard_count - 1.
   ds = ds.batch(local_batch, drop_remainder=True)
   ds = ds[shard_index::shard_count]
