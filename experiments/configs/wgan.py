@@ -82,6 +82,11 @@ def get_config(variant: str = "lsun") -> ml_collections.ConfigDict:
   # folder / lsun: stored isize x (isize + margin), cropped at random to isize x isize
   # on the device (fastai: short side to the size, random crop); 0 = centre crop
   c.data.margin = 16
+  # folder / lsun decoded once by `python -m experiments.prepare` (the same --config):
+  # training then reads raw pixels, held on the devices when they fit, else read from
+  # the host's memory-mapped shards (jaxgan.data.prepared). Same batches either way.
+  c.data.prepared = ""  # the prepared folder; "" = decode data.path while training
+  c.data.placement = "auto"  # prepared: device | host | auto (device when it fits)
 
   c.model = ml_collections.ConfigDict()
   c.model.isize = 64  # a multiple of 16

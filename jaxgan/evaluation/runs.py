@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from jaxgan.data import folder
+from jaxgan.data import folder, prepared
 from jaxgan.data.classification import fashion_mnist_images
 from jaxgan.evaluation import judges, report
 from jaxgan.images import fit_to
@@ -111,6 +111,8 @@ def wgan_real_images(config, split: str, max_images: int = 0,
   if d.source == "fashion_mnist":
     images = fashion_mnist_images(isize, "train" if split == "train" else "test", d.data_dir)
     return _subset(images, max_images, seed), len(images)
+  if d.prepared and not (split == "heldout" and config.eval.heldout):
+    return _prepared_images(config, split, max_images, seed)
   if split == "heldout" and config.eval.heldout:  # the user's own held-out images
     lmdb = d.source == "lsun" and os.path.exists(folder._lmdb_data_file(config.eval.heldout))  # pylint: disable=protected-access
     source = (folder.LmdbSource(config.eval.heldout, isize, d.channels) if lmdb
@@ -124,6 +126,21 @@ def wgan_real_images(config, split: str, max_images: int = 0,
   n = len(source) if not max_images else min(max_images, len(source))
   rows = np.sort(np.random.default_rng(seed).choice(len(source), n, replace=False))
   return np.stack([source[int(i)]["image"] for i in rows]), len(source)
+
+
+def _prepared_images(config, split: str, max_images: int, seed: int):
+  """`wgan_real_images` from a prepared set: its readable images, centre-cropped."""
+  d, isize = config.data, config.model.isize
+  images = prepared.open_part(d.prepared, split, size=isize, margin=d.margin,
+                              channels=d.channels, heldout_fraction=d.heldout_fraction,
+                              split_seed=d.split_seed)
+  items = np.arange(len(images))
+  if split == "train":  # the run's own sample of its training split
+    items = folder.sample_rows(len(images), d.fraction, config.seed)
+  items = items[~images.unreadable[items]]
+  n = len(items) if not max_images else min(max_images, len(items))
+  rows = np.sort(np.random.default_rng(seed).choice(len(items), n, replace=False))
+  return prepared.centre_crop(images.take(items[rows]), isize), len(items)
 
 
 class WGANJudge:

@@ -45,7 +45,7 @@ import optax
 from absl import logging
 
 from jaxgan import config as config_lib, images, models, ops, optim, parallel, precision
-from jaxgan.data import augment, classification, feed as feed_lib, folder
+from jaxgan.data import augment, classification, feed as feed_lib, folder, prepared
 from jaxgan.evaluation import judges, runs as judged_runs
 from jaxgan.models import dcgan
 from jaxgan.train import loop, runs
@@ -188,6 +188,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError("set a run length: --config.num_epochs=1 (passes over the data per "
                      "phase) or --config.num_gen_iters=N (generator iterations per phase).")
   config_lib.non_negative(config, "data.margin")
+  config_lib.choice(config, "data.placement", PLACEMENTS)
+  if config.data.prepared and config.data.source == "fashion_mnist":
+    raise ValueError("config.data.prepared applies to folder and lsun images (Fashion-MNIST "
+                     "is held in memory already): set --config.data.prepared=''.")
   if not 0.0 <= config.ema_decay < 1.0:
     raise ValueError(f"config.ema_decay={config.ema_decay} must be in [0, 1): e.g. "
                      "--config.ema_decay=0.999, or 0 to keep no average.")
@@ -271,6 +275,7 @@ def start_phase(state: WGANState, factor, *, gen_tx, critic_tx) -> WGANState:
 # ----------------------------------------------------------------------------- the real images
 
 SOURCES = ("fashion_mnist", "folder", "lsun")
+PLACEMENTS = ("auto", "device", "host")
 
 
 class ImageData(NamedTuple):
@@ -327,6 +332,8 @@ def load_data(data: ml_collections.ConfigDict, isize: int, batch_size: int, seed
   if data.max_images:
     raise ValueError("config.data.max_images applies to fashion_mnist only: use "
                      "--config.data.fraction to sample a folder or LMDB.")
+  if data.prepared:
+    return _prepared_data(data, isize, batch_size, seed, mesh)
   if not data.path:
     raise ValueError(f"config.data.path is empty: {_source_hint(data.source)}.")
   try:
@@ -344,23 +351,59 @@ def load_data(data: ml_collections.ConfigDict, isize: int, batch_size: int, seed
                    max(1, len(source) // batch_size))
 
 
-def record_heldout(workdir: str, data) -> None:
-  """Writes which images a folder or LSUN run holds out: ``WORKDIR/heldout.json`` and the
-  held-out LMDB keys or file paths, one a line, in ``WORKDIR/heldout.txt``."""
-  if data.source == "fashion_mnist" or data.heldout_fraction <= 0 or jax.process_index():
-    return
+def _prepared_data(data, isize: int, batch_size: int, seed: int, mesh) -> ImageData:
+  """Training images decoded once (`prepared`), in the decoding path's order: on the
+  devices when ``data.placement`` says so or (``auto``) they fit in half their memory,
+  else read from the host's memory-mapped shards by threads and uploaded ahead."""
+  images = prepared.open_part(data.prepared, "train", size=isize, margin=data.margin,
+                              channels=data.channels, heldout_fraction=data.heldout_fraction,
+                              split_seed=data.split_seed)
+  items = folder.sample_rows(len(images), data.fraction, seed)  # as split_source samples
+  sampler = feed_lib.StreamSampler(len(items), batch_size, seed)
+  order = prepared.PreparedOrder(images, items, sampler)
+  local = mesh.local_devices if hasattr(mesh, "local_devices") else jax.local_devices()
+  on_device = data.placement == "device" or (
+      data.placement == "auto" and prepared.fits_on_device(images.nbytes, local))
+  logging.info("Prepared images %s: %d at %s, %s.", data.prepared, len(images),
+               "x".join(map(str, images.frame)),
+               "held on the devices" if on_device else "read from the host")
+  if on_device:
+    feed = feed_lib.DeviceFeed(
+        prepared.to_device(images, mesh), order.rows, mesh, on_device=True,
+        skipped=lambda k: order.skipped(feed_lib.local_rows(sampler(k))))
+  else:
+    loader = prepared.host_loader(images, order, feed_lib.local_rows,
+                                  data.num_threads or 4)
+    feed = feed_lib.StreamedFeed(loader, mesh, data.prefetch)
+  return ImageData(feed, len(items), sampler.steps_per_epoch)
+
+
+def heldout_items(data) -> list[str]:
+  """The images a folder or LSUN config holds out: LMDB keys or paths under the folder."""
   source = folder.split_source(data, size=1, seed=0, split="heldout")  # nothing decoded
   if isinstance(source, folder.LmdbSource):
-    items = [k.decode("utf-8", "backslashreplace") for k in source.keys(source.indices)]
+    return [k.decode("utf-8", "backslashreplace") for k in source.keys(source.indices)]
+  return [os.path.relpath(p, data.path) for p in source.paths]
+
+
+def record_heldout(workdir: str, data) -> None:
+  """Writes which images a folder or LSUN run holds out: ``WORKDIR/heldout.json`` and the
+  held-out LMDB keys or file paths, one a line, in ``WORKDIR/heldout.txt`` (for a
+  prepared set, the list its prepare wrote)."""
+  if data.source == "fashion_mnist" or data.heldout_fraction <= 0 or jax.process_index():
+    return
+  if data.prepared:
+    with open(os.path.join(data.prepared, "heldout.txt")) as f:
+      items = f.read().split("\n")[:-1]
   else:
-    items = [os.path.relpath(p, data.path) for p in source.paths]
+    items = heldout_items(data)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "heldout.txt"), "w") as f:
     f.write("\n".join(items) + "\n")
   with open(os.path.join(workdir, "heldout.json"), "w") as f:
-    json.dump({"source": data.source, "path": data.path, "split_seed": data.split_seed,
-               "heldout_fraction": data.heldout_fraction, "heldout": len(items),
-               "items": "heldout.txt"}, f, indent=2)
+    json.dump({"source": data.source, "path": data.path, "prepared": data.prepared,
+               "split_seed": data.split_seed, "heldout_fraction": data.heldout_fraction,
+               "heldout": len(items), "items": "heldout.txt"}, f, indent=2)
 
 
 # ----------------------------------------------------------------------------- steps
