@@ -48,7 +48,9 @@ def prepare(config, out: str, workers: int | None = None,
     raise type(e)(f"{e} (set --config.data.path to the {d.source} to prepare.)") from None
   description = {"source": os.path.abspath(d.path), "source_kind": d.source, "size": size,
                  "margin": d.margin, "channels": d.channels,
-                 "heldout_fraction": d.heldout_fraction, "split_seed": d.split_seed}
+                 "heldout_fraction": d.heldout_fraction, "split_seed": d.split_seed,
+                 # A source that changed under an interrupted prepare is a new job.
+                 "items": {p: len(s) for p, s in sources.items()}}
   if workers is None:
     workers = os.cpu_count() or 1
   # The held-out images' names, for the runs to record (wgan.record_heldout).

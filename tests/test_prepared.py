@@ -15,6 +15,7 @@ from experiments import prepare as prepare_cli
 from experiments.configs import wgan as wgan_configs
 from jaxgan import parallel
 from jaxgan.data import feed, folder, prepared
+from jaxgan.evaluation import runs as judged_runs
 from jaxgan.train import runs, wgan
 
 
@@ -204,3 +205,9 @@ def test_wgan_trains_from_a_prepared_set_and_resumes_bit_for_bit(image_folder, t
       np.testing.assert_array_equal(a, b)
     with open(os.path.join(workdir, "heldout.json")) as f:
       assert json.load(f)["heldout"] == 3
+  # The judge's real images come from the prepared set too: the centre of each frame.
+  config = folder_config(image_folder, **{"data.prepared": out})
+  held, total = judged_runs.wgan_real_images(config, "heldout")
+  source = folder.split_source(config.data, 16, config.seed, "heldout", width=24)
+  assert total == 3 and held.shape == (3, 16, 16, 3)
+  np.testing.assert_array_equal(held, np.stack([source[i]["image"][:, 4:20] for i in range(3)]))

@@ -45,6 +45,11 @@ Commands:
       --workdir runs/wgan_fmnist
   python -m experiments.wgan --config experiments/configs/wgan.py:lsun \
       --config.data.path=/data/lsun/bedroom_train_lmdb --workdir runs/wgan_lsun
+  # Faster on an accelerator: decode once (minutes to hours), then train from raw pixels.
+  python -m experiments.prepare --config experiments/configs/wgan.py:lsun \
+      --config.data.path=/data/lsun/bedroom_train_lmdb --out /data/lsun/bedroom_64x80
+  python -m experiments.wgan --config experiments/configs/wgan.py:lsun \
+      --config.data.prepared=/data/lsun/bedroom_64x80 --workdir runs/wgan_lsun
   python -m experiments.sample --workdir runs/wgan_fmnist --num 64 --out grid.png
 
 Measured results: docs/results.md ("WGAN"); speed: docs/gpu.md, docs/results.md.

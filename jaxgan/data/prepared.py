@@ -41,7 +41,6 @@ import numpy as np
 from absl import logging
 
 FORMAT = "jaxgan-prepared-1"
-PARTS = ("train", "heldout")
 SHARD_ROWS = 16384  # 64 x 80 x 3 images: 252 MB a shard; LSUN bedrooms: ~150 shards
 _CHUNK = 256  # images a decoding task
 
