@@ -126,12 +126,22 @@ class _Pixels:
     return f"frame {row}"
 
 
-def prepared_set(out: str, n: int) -> prepared.PreparedImages:
-  description = {"source": "synthetic", "source_kind": "folder", "size": 64, "margin": 16,
-                 "channels": 3, "heldout_fraction": 0.2, "split_seed": 42}
-  prepared.prepare({"train": _Pixels(n)}, out, description, progress=False)
-  return prepared.open_part(out, "train", size=64, margin=16, channels=3,
+def prepared_set(out: str, n: int, size: int = 64, margin: int = 16,
+                 channels: int = 3) -> prepared.PreparedImages:
+  """``n`` synthetic frames prepared as a run at ``size`` with ``margin`` would read them."""
+  description = {"source": "synthetic", "source_kind": "folder", "size": size,
+                 "margin": margin, "channels": channels, "heldout_fraction": 0.2,
+                 "split_seed": 42}
+  prepared.prepare({"train": _Pixels(n, size, size + margin, channels)}, out, description,
+                   progress=False)
+  return prepared.open_part(out, "train", size=size, margin=margin, channels=channels,
                             heldout_fraction=0.2, split_seed=42)
+
+
+def device_config(on_gpu: bool):
+  """The lsun config; on a CPU at the benchmark's --cpu_sizes (batch 64, fp32)."""
+  fields = {} if on_gpu else {"batch_size": 64, "gen_batch_size": 64, "precision": "fp32"}
+  return config_lib.override(wgan_configs.get_config("lsun"), **fields)
 
 
 def time_host(images: prepared.PreparedImages, cores: int, batches: int = 2000) -> float:
@@ -156,10 +166,8 @@ def _timed(fn, *args, repeats: int = 5) -> float:
   return (time.perf_counter() - start) / repeats
 
 
-def time_device(images: prepared.PreparedImages, on_gpu: bool) -> dict:
+def time_device(images: prepared.PreparedImages, config) -> dict:
   """The critic program's time with the device feed, and its gather + crop's alone."""
-  fields = {} if on_gpu else {"batch_size": 64, "gen_batch_size": 64, "precision": "fp32"}
-  config = config_lib.override(wgan_configs.get_config("lsun"), **fields)
   mesh = parallel.make_mesh()
   n = min(len(images), 16384)
   arrays = jax.device_put(images.take(np.arange(n)), parallel.replicated(mesh))
@@ -206,7 +214,7 @@ def main(argv):
     if "host" in cases or "device" in cases:
       images = prepared_set(os.path.join(tmp, "prepared"), FLAGS.prepared_images)
     # What this machine's WGAN step eats: the device case times the critic program.
-    device = time_device(images, on_gpu) if "device" in cases else None
+    device = time_device(images, device_config(on_gpu)) if "device" in cases else None
     demand = device["images_per_s"] if device else float("nan")
     if "decode" in cases or "prepare" in cases:
       lmdb_path = os.path.join(tmp, "bedroom_train_lmdb")
