@@ -2,7 +2,6 @@
 
 import io
 
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,15 +9,15 @@ from PIL import Image
 from conftest import needs_fashion_mnist
 from jaxgan import parallel
 from jaxgan.data import classification
+from experiments.configs import wgan as wgan_configs
 from jaxgan.train import wgan
 
 
 def data_config(**overrides):
-  c = ml_collections.ConfigDict(dict(
-      source="folder", path="", fraction=1.0, channels=3, num_workers=0, num_threads=0,
-      prefetch=2, data_dir="", cache_dir="", max_images=0, heldout_fraction=0.0,
-      split_seed=42, margin=0))
-  c.update(overrides)
+  """The folder variant's data fields: no split, no margin, decoded in this process."""
+  c = wgan_configs.get_config("folder").data.copy_and_resolve_references()
+  with c.unlocked():
+    c.update({"num_workers": 0, "heldout_fraction": 0.0, "margin": 0, **overrides})
   return c
 
 
