@@ -537,3 +537,28 @@ def test_ttur_gives_the_critic_its_own_learning_rate_and_recipes_train():
     state, numbers = _iteration(programs, state, _random_block(config, mesh, 2, seed=t))
   assert all(np.isfinite(float(v)) for v in jax.device_get(numbers).values())
   assert "SpectralNorm_0" in state.critic.batch_stats and state.generator_ema is not None
+
+
+def test_best_sets_only_the_recipe_and_keeps_each_variants_run():
+  recipe = {"loss", "optimizer", "lr_g", "lr_d", "adam_b1", "adam_b2", "gp_weight",
+            "clip_value", "critic_iters", "critic_iters_long", "long_critic_until",
+            "long_critic_every", "ema_decay", "model.critic_norm", "model.spectral_norm",
+            "model.upsample"}
+
+  def flat(config, prefix=""):
+    out = {}
+    for key, value in config.items():
+      if hasattr(value, "items"):
+        out.update(flat(value, f"{prefix}{key}."))
+      else:
+        out[prefix + key] = value
+    return out
+
+  for variant in ("fashion_mnist", "lsun", "folder"):
+    plain = flat(wgan_configs.get_config(variant))
+    best = flat(wgan_configs.get_config(f"{variant},best"))
+    changed = {k for k in plain if plain[k] != best[k]}
+    assert changed and changed <= recipe, (variant, changed - recipe)
+    wgan.validate_config(wgan_configs.get_config(f"{variant},best"))
+  best = wgan_configs.get_config("fashion_mnist,best")
+  assert (best.loss, best.model.critic_norm) == ("wgan-gp", "layer")
