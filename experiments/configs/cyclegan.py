@@ -75,7 +75,8 @@ def get_config(variant: str = "horse2zebra") -> ml_collections.ConfigDict:
   c.pool_size = 50  # past fakes shown to the discriminators; 0 = none
   c.precision = "bf16"  # fp32 | bf16
   # > 0: keep an exponential moving average of both generators' weights (with a warm-up),
-  # which sample grids, evaluation and experiments.translate then use.
+  # which sample grids, evaluation and experiments.translate then use. Off: on the
+  # Fashion-MNIST run 0.999 improved one direction only (docs/results.md).
   c.ema_decay = 0.0
   c.seed = 0
 
