@@ -19,3 +19,5 @@ def test_each_feed_case_runs(tmp_path):
     config.data.channels, config.data.margin = 3, 8
   device = feed_benchmark.time_device(images, config)
   assert 0 < device["gather_crop_s"] and 0 < device["share"] < 1
+  r = feed_benchmark.device_row(device, cores=2)
+  assert r["images_per_s"] > device["critic_images_per_s"] and r["cores_for_this_step"] < 1
