@@ -141,7 +141,7 @@ def prepare(sources: dict[str, Any], out: str, description: dict, *, workers: in
   bar = _progress_bar(total, progress)
   with _decoder(sources, workers) as decode:
     results = decode([(part, a, b) for part, _, a, b in chunks])
-    open_shard = None  # (part, index, start, array, unreadable)
+    open_shard = None  # (part, shard index, start, stop, memmap, unreadable rows)
     for (part, s, a, b), (_, images, bad) in zip(chunks, results):
       if open_shard is None or open_shard[:2] != (part, s):
         start, stop = next((t[2], t[3]) for t in todo if t[:2] == (part, s))
