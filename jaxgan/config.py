@@ -30,6 +30,17 @@ RENAMED = {
 }
 
 
+# Fields added after runs were already written, with the value that reproduces how those
+# runs behaved: a run folder without one is read with it (`upgrade`).
+ADDED = {
+    "wgan": {"ema_decay": 0.0, "model.spectral_norm": False, "data.margin": 0,
+             "data.heldout_fraction": 0.0, "data.split_seed": 42, "data.prepared": "",
+             "data.placement": "auto", "data.num_threads": 0},
+    "cyclegan": {"ema_decay": 0.0, "data.num_workers": 0, "data.num_threads": 0,
+                 "data.prefetch": 2},
+}
+
+
 def get(config, name: str):
   """``config.a.b`` for ``name`` = "a.b"."""
   value = config
@@ -96,7 +107,8 @@ def run_system(config) -> str | None:
 
 
 def upgrade(raw: dict, system: str | None) -> dict:
-  """A run's config as written before the renames of `RENAMED`, with its fields moved."""
+  """A run's config as written before the renames of `RENAMED` (its fields moved) or the
+  additions of `ADDED` (each filled with its old behaviour)."""
   raw = json.loads(json.dumps(raw))  # a deep copy
   if system == "darknet" and "dataset" in raw:
     data = raw.setdefault("data", {})
@@ -110,7 +122,12 @@ def upgrade(raw: dict, system: str | None) -> dict:
     for old, new in (("n_samples", "num_samples"), ("b1", "adam_b1"), ("b2", "adam_b2")):
       if old in raw:
         raw[new] = raw.pop(old)
-    raw.get("data", {}).setdefault("num_workers", 0)
+  for name, value in ADDED.get(system, {}).items():
+    *path, last = name.split(".")
+    node = raw
+    for part in path:
+      node = node.setdefault(part, {})
+    node.setdefault(last, value)
   return raw
 
 

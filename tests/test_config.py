@@ -1,5 +1,6 @@
 """Run configs: dotted fields, checks that name the fix, renamed fields, a run's own copy."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -104,3 +105,28 @@ def test_write_config_round_trips(tmp_path):
   again = config_lib.read_config(str(tmp_path), "darknet")
   assert again.to_dict() == json.loads(config.to_json_best_effort())
   assert isinstance(again, ml_collections.ConfigDict)
+
+
+@pytest.mark.parametrize("system", ["darknet", "wgan", "cyclegan"])
+def test_a_run_written_before_fields_were_added_reads_with_every_field(system, tmp_path):
+  # config.json of a smoke run as the project wrote it on 2026-11-29: reading it must give
+  # every field today's config has (each added one at its old behaviour), so the tools
+  # that restore a run (sample, evaluate, translate, a resumed run) accept it.
+  here = os.path.dirname(__file__)
+  with open(os.path.join(here, "data", f"{system}_smoke_config_2026-11-29.json")) as f:
+    old = json.load(f)
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump(old, f)
+  config = config_lib.read_config(str(tmp_path), system)
+  configs = {"darknet": darknet_configs, "wgan": wgan_configs,
+             "cyclegan": cyclegan_configs}[system]
+
+  def names(c, prefix=""):
+    return {n for k, v in c.items() for n in (
+        names(v, f"{prefix}{k}.") if hasattr(v, "items") else {prefix + k})}
+
+  assert names(config) == names(configs.get_config("smoke"))
+  for name, value in config_lib.ADDED.get(system, {}).items():
+    if name not in names(ml_collections.ConfigDict(old)):
+      assert config_lib.get(config, name) == value
+  importlib.import_module(f"jaxgan.train.{system}").validate_config(config)
