@@ -92,7 +92,9 @@ def test_an_interrupted_prepare_resumes_to_the_same_files(image_folder, tmp_path
       with open(os.path.join(whole, name), "rb") as a, open(os.path.join(cut, name), "rb") as b:
         assert a.read() == b.read(), name
   assert not [f for f in os.listdir(cut) if f.endswith(".partial")]
-  # Another frame into the same folder is refused, not mixed in.
+  # Another shard size or frame into the same folder is refused, not mixed in.
+  with pytest.raises(prepared.PreparedError, match="other settings.*shard_rows"):
+    prepare_cli.prepare(config, cut, workers=0, shard_rows=5, progress=False)
   with pytest.raises(prepared.PreparedError, match="other settings.*size"):
     prepare_cli.prepare(override(config, **{"model.isize": 32}), cut, workers=0,
                         progress=False)
@@ -205,9 +207,12 @@ def test_wgan_trains_from_a_prepared_set_and_resumes_bit_for_bit(image_folder, t
       np.testing.assert_array_equal(a, b)
     with open(os.path.join(workdir, "heldout.json")) as f:
       assert json.load(f)["heldout"] == 3
-  # The judge's real images come from the prepared set too: the centre of each frame.
+  # The judge's real images come from the prepared set too, the centre of each frame: the
+  # same images as judging the decoding path's run.
   config = folder_config(image_folder, **{"data.prepared": out})
   held, total = judged_runs.wgan_real_images(config, "heldout")
   source = folder.split_source(config.data, 16, config.seed, "heldout", width=24)
   assert total == 3 and held.shape == (3, 16, 16, 3)
   np.testing.assert_array_equal(held, np.stack([source[i]["image"][:, 4:20] for i in range(3)]))
+  decoded, _ = judged_runs.wgan_real_images(folder_config(image_folder), "heldout")
+  np.testing.assert_array_equal(held, decoded)

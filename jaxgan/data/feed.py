@@ -90,9 +90,10 @@ class EpochSampler:
     if perm is None:
       rng = np.random.default_rng([self.seed, 0xDA7A, epoch])
       perm = rng.permutation(self.num_examples).astype(np.int32)
-      # Two epochs kept: a batch (or readers in parallel) may straddle a boundary.
-      self._cache = {e: p for e, p in self._cache.items() if e == epoch - 1}
-      self._cache[epoch] = perm
+      # Two epochs kept: a batch (or readers in parallel) may straddle a boundary. A new
+      # dict, never changed once published, so reader threads need no lock.
+      kept = {e: p for e, p in self._cache.items() if e == epoch - 1}
+      self._cache = {**kept, epoch: perm}
     return perm
 
   def __call__(self, k: int) -> np.ndarray:

@@ -28,6 +28,7 @@ does, so a prepared set gives a run the very batches the decoding path would
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import itertools
 import json
@@ -118,8 +119,9 @@ def prepare(sources: dict[str, Any], out: str, description: dict, *, workers: in
     The index, also written to ``out/index.json``.
   """
   os.makedirs(out, exist_ok=True)
-  _check_same_job(out, description)
-  _write_json(os.path.join(out, "job.json"), description)
+  job = {**description, "shard_rows": shard_rows}  # a shard's rows depend on it too
+  _check_same_job(out, job)
+  _write_json(os.path.join(out, "job.json"), job)
   for name, text in (texts or {}).items():
     with open(os.path.join(out, name + ".partial"), "w") as f:
       f.write(text)
@@ -187,9 +189,23 @@ class _Pool:
     # spawn, not fork: the parent may hold JAX's threads, which fork does not copy.
     self.pool = multiprocessing.get_context("spawn").Pool(
         workers, initializer=_init_worker, initargs=(sources,))
+    self.window = 4 * workers
 
   def __enter__(self):
-    return lambda tasks: self.pool.imap(_decode_in_worker, tasks)
+    return self.decode
+
+  def decode(self, tasks):
+    """Results in order, with at most a few chunks a worker in flight: decoded images
+    must not pile up in memory while the disk writes them more slowly."""
+    tasks, pending = iter(tasks), collections.deque()
+    for task in itertools.islice(tasks, self.window):
+      pending.append(self.pool.apply_async(_decode_in_worker, (task,)))
+    while pending:
+      result = pending.popleft().get()
+      task = next(tasks, None)
+      if task is not None:
+        pending.append(self.pool.apply_async(_decode_in_worker, (task,)))
+      yield result
 
   def __exit__(self, *exc):
     self.pool.terminate()
@@ -291,8 +307,9 @@ class PreparedImages:
 
   def __init__(self, path: str, index: dict, part: str):
     if part not in index["parts"]:
-      raise PreparedError(f"{path} holds no {part} images; prepare it with a held-out "
-                          "split (data.heldout_fraction > 0).")
+      raise PreparedError(f"{path} holds no {part} images: prepare it with a held-out "
+                          "split (data.heldout_fraction > 0), or set --config.eval.heldout "
+                          "to images the run never trains on.")
     self.path, self.frame = path, _frame(index)
     info, rows = index["parts"][part], index["shard_rows"]
     self.count, self.shard_rows = info["count"], rows
@@ -302,9 +319,14 @@ class PreparedImages:
       n = min(rows, self.count - s * rows)
       self.shards.append(check_shard(os.path.join(path, name), n, self.frame))
       sidecar = os.path.join(path, name[:-len(".npy")] + ".json")
-      with open(sidecar) as f:
-        for row, _ in json.load(f)["unreadable"]:
-          self.unreadable[row] = True
+      try:
+        with open(sidecar) as f:
+          unreadable = json.load(f)["unreadable"]
+      except (OSError, ValueError, KeyError) as e:
+        raise PreparedError(f"{sidecar} is missing or damaged ({e}): delete {name} and "
+                            "rerun the prepare command for this folder.") from None
+      for row, _ in unreadable:
+        self.unreadable[row] = True
 
   def __len__(self) -> int:
     return self.count
@@ -344,7 +366,9 @@ class PreparedOrder:
   def __init__(self, images: PreparedImages, items: np.ndarray, sampler):
     readable = np.flatnonzero(~images.unreadable[items])
     if not len(readable):
-      raise PreparedError(f"none of the images prepared in {images.path} could be read.")
+      raise PreparedError(f"none of the images prepared in {images.path} could be read "
+                          "(index.json names them): check that the prepare's data.path "
+                          "holds images, then prepare again into a new folder.")
     n = len(items)
     # Item i is replaced by the first readable item at or after it (wrapping round).
     nxt = np.searchsorted(readable, np.arange(n))
@@ -387,13 +411,16 @@ def host_loader(images: PreparedImages, order: PreparedOrder, local: Callable,
 def fits_on_device(nbytes: int, devices, share: float = 0.5) -> bool:
   """Whether ``nbytes`` take at most ``share`` of each device's memory (of the host's
   physical memory on CPUs, which report none), leaving the rest for training."""
-  limits = []
+  limits, sharing_host_memory = [], 0
   for device in devices:
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and stats.get("bytes_limit"):
       limits.append(stats["bytes_limit"])
     else:
-      limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+      sharing_host_memory += 1
+  if sharing_host_memory:  # CPU devices: one copy each, all in the host's memory
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limits.append(ram / sharing_host_memory)
   return nbytes <= share * min(limits)
 
 

@@ -113,19 +113,24 @@ def wgan_real_images(config, split: str, max_images: int = 0,
     return _subset(images, max_images, seed), len(images)
   if d.prepared and not (split == "heldout" and config.eval.heldout):
     return _prepared_images(config, split, max_images, seed)
+  # Framed as training stores them (isize × (isize + margin)), then the centre window
+  # (fastai's validation crop): the same images a prepared set gives (`_prepared_images`).
+  width = isize + d.margin
   if split == "heldout" and config.eval.heldout:  # the user's own held-out images
     lmdb = d.source == "lsun" and os.path.exists(folder._lmdb_data_file(config.eval.heldout))  # pylint: disable=protected-access
-    source = (folder.LmdbSource(config.eval.heldout, isize, d.channels) if lmdb
-              else folder.ImageFolderSource(config.eval.heldout, isize, d.channels))
-  else:  # this side of the run's own split, centre-cropped (fastai's validation crop)
+    source = (folder.LmdbSource(config.eval.heldout, isize, d.channels, width=width) if lmdb
+              else folder.ImageFolderSource(config.eval.heldout, isize, d.channels,
+                                            width=width))
+  else:  # this side of the run's own split
     try:
-      source = folder.split_source(d, isize, config.seed, split)
+      source = folder.split_source(d, isize, config.seed, split, width=width)
     except ValueError as e:
       raise ValueError(f"judging a folder or LSUN run needs real images it never trained "
                        f"on: {e}") from None
   n = len(source) if not max_images else min(max_images, len(source))
   rows = np.sort(np.random.default_rng(seed).choice(len(source), n, replace=False))
-  return np.stack([source[int(i)]["image"] for i in rows]), len(source)
+  images = np.stack([source[int(i)]["image"] for i in rows])
+  return prepared.centre_crop(images, isize), len(source)
 
 
 def _prepared_images(config, split: str, max_images: int, seed: int):

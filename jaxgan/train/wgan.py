@@ -393,7 +393,11 @@ def record_heldout(workdir: str, data) -> None:
   if data.source == "fashion_mnist" or data.heldout_fraction <= 0 or jax.process_index():
     return
   if data.prepared:
-    with open(os.path.join(data.prepared, "heldout.txt")) as f:
+    listing = os.path.join(data.prepared, "heldout.txt")
+    if not os.path.exists(listing):
+      raise prepared.PreparedError(f"{listing} is missing: rerun the prepare command for "
+                                   f"{data.prepared} (it writes the list again).")
+    with open(listing) as f:
       items = f.read().split("\n")[:-1]
   else:
     items = heldout_items(data)
