@@ -86,11 +86,11 @@ def check_heldout(train: np.ndarray, heldout: np.ndarray, train_total: int, *, w
         f"the memorisation threshold would be measured on training data: {fix}")
 
 
-def _subset(images: np.ndarray, n: int, seed: int) -> np.ndarray:
-  if not n or len(images) <= n:
-    return images
-  rows = np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))
-  return images[rows]
+def _subset_rows(total: int, n: int, seed: int) -> np.ndarray:
+  """Sorted rows of a seeded random ``n`` of ``total`` (all of them when ``n`` is 0)."""
+  if not n or total <= n:
+    return np.arange(total)
+  return np.sort(np.random.default_rng(seed).choice(total, n, replace=False))
 
 
 # ----------------------------------------------------------------------------- WGAN
@@ -110,7 +110,7 @@ def wgan_real_images(config, split: str, max_images: int = 0,
   d, isize = config.data, config.model.isize
   if d.source == "fashion_mnist":
     images = fashion_mnist_images(isize, "train" if split == "train" else "test", d.data_dir)
-    return _subset(images, max_images, seed), len(images)
+    return images[_subset_rows(len(images), max_images, seed)], len(images)
   if d.prepared and not (split == "heldout" and config.eval.heldout):
     return _prepared_images(config, split, max_images, seed)
   # Framed as training stores them (isize × (isize + margin)), then the centre window
@@ -127,9 +127,8 @@ def wgan_real_images(config, split: str, max_images: int = 0,
     except ValueError as e:
       raise ValueError(f"judging a folder or LSUN run needs real images it never trained "
                        f"on: {e}") from None
-  n = len(source) if not max_images else min(max_images, len(source))
-  rows = np.sort(np.random.default_rng(seed).choice(len(source), n, replace=False))
-  images = np.stack([source[int(i)]["image"] for i in rows])
+  images = np.stack([source[int(i)]["image"]
+                     for i in _subset_rows(len(source), max_images, seed)])
   return prepared.centre_crop(images, isize), len(source)
 
 
@@ -143,9 +142,8 @@ def _prepared_images(config, split: str, max_images: int, seed: int):
   if split == "train":  # the run's own sample of its training split
     items = folder.sample_rows(len(images), d.fraction, config.seed)
   items = items[~images.unreadable[items]]
-  n = len(items) if not max_images else min(max_images, len(items))
-  rows = np.sort(np.random.default_rng(seed).choice(len(items), n, replace=False))
-  return prepared.centre_crop(images.take(items[rows]), isize), len(items)
+  rows = items[_subset_rows(len(items), max_images, seed)]
+  return prepared.centre_crop(images.take(rows), isize), len(items)
 
 
 class WGANJudge:
